@@ -1,0 +1,144 @@
+"""The gateway ASGI application: `/v1` proxy on the hot path, FastAPI for everything else."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+
+from agentwatch.admin.routes import router as admin_router
+from agentwatch.bootstrap import bootstrap
+from agentwatch.catalog import load_catalog
+from agentwatch.config_file import GatewayConfig, load_config
+from agentwatch.db.engine import create_engine, session_factory
+from agentwatch.db.migrate import upgrade_database
+from agentwatch.proxy.app import ProxyApp
+from agentwatch.proxy.asgi_io import Receive, Scope, Send
+from agentwatch.settings import Settings
+from agentwatch.state import AppState
+from agentwatch.tenant_auth import TenantAuthenticator
+from agentwatch.upstream import ProxySettings, UpstreamClient
+from agentwatch.usage.recorder import UsageRecorder
+
+log = logging.getLogger(__name__)
+CATALOG_REFRESH_SECONDS = 10.0
+USAGE_SPILL_FILE = "usage-spill.jsonl"
+
+
+class Gateway:
+    """Sends `/v1/...` straight to the proxy and the rest to FastAPI."""
+
+    def __init__(self, api: FastAPI, proxy: ProxyApp) -> None:
+        self.api = api
+        self.proxy = proxy
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/v1/"):
+            await self.proxy(scope, receive, send)
+        else:
+            await self.api(scope, receive, send)
+
+
+def create_app(settings: Settings, config: GatewayConfig | None = None) -> Gateway:
+    api = FastAPI(
+        title="AgentWatch admin API",
+        version="0.1.0",
+        openapi_url="/api/openapi.json",
+        docs_url="/api/docs",
+        redoc_url=None,
+        lifespan=lambda app: _lifespan(app, settings, config),
+    )
+    api.include_router(admin_router)
+
+    @api.get("/healthz", tags=["health"])
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @api.get("/readyz", tags=["health"])
+    async def readyz() -> JSONResponse:
+        state: AppState = api.state.agentwatch
+        try:
+            async with state.engine.connect() as connection:
+                await connection.execute(text("SELECT 1"))
+        except (SQLAlchemyError, OSError) as exc:
+            return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
+        return JSONResponse({"status": "ok", "database": "ok"})
+
+    return Gateway(api, ProxyApp(lambda: api.state.agentwatch))
+
+
+async def start_state(settings: Settings, config: GatewayConfig | None) -> AppState:
+    if config is None and settings.config_path is not None:
+        config = load_config(settings.config_path)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(settings.database_url)
+    await upgrade_database(engine)
+    sessions = session_factory(engine)
+    org_id = await bootstrap(
+        sessions,
+        encryption_key=settings.encryption_key,
+        config=config,
+        admin_email=settings.admin_email,
+        admin_password=settings.admin_password,
+    )
+    upstream = UpstreamClient(
+        ProxySettings(settings.https_proxy, settings.http_proxy, settings.no_proxy)
+    )
+    async with sessions() as session:
+        catalog = await load_catalog(session, settings.encryption_key, upstream)
+    recorder = UsageRecorder(sessions, settings.data_dir / USAGE_SPILL_FILE)
+    await recorder.start()
+    return AppState(
+        settings=settings,
+        engine=engine,
+        sessions=sessions,
+        upstream=upstream,
+        authenticator=TenantAuthenticator(sessions),
+        recorder=recorder,
+        catalog=catalog,
+        default_org_id=org_id,
+    )
+
+
+async def stop_state(state: AppState) -> None:
+    await state.recorder.close()
+    await state.upstream.close()
+    await state.engine.dispose()
+
+
+async def refresh_catalog(state: AppState) -> None:
+    async with state.sessions() as session:
+        state.catalog = await load_catalog(session, state.settings.encryption_key, state.upstream)
+
+
+@asynccontextmanager
+async def _lifespan(
+    api: FastAPI, settings: Settings, config: GatewayConfig | None
+) -> AsyncIterator[None]:
+    state = await start_state(settings, config)
+    api.state.agentwatch = state
+    refresher = asyncio.create_task(_refresh_forever(state), name="catalog-refresh")
+    try:
+        yield
+    finally:
+        refresher.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await refresher
+        await stop_state(state)
+
+
+async def _refresh_forever(state: AppState) -> None:
+    """Admin writes from other processes (CLI, replicas) reach this one within the interval."""
+    while True:
+        await asyncio.sleep(CATALOG_REFRESH_SECONDS)
+        try:
+            await refresh_catalog(state)
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("catalog refresh failed, keeping the previous one: %s", exc)

@@ -1,0 +1,167 @@
+"""The in-memory routing table: aliases, their routes and prices, rebuilt from the database."""
+
+from __future__ import annotations
+
+import logging
+import random
+from dataclasses import dataclass, field
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentwatch.crypto import DecryptionError, decrypt_secret
+from agentwatch.db.models import Model, Provider, ProviderKey
+from agentwatch.pricing import Price, price_lookup_names
+from agentwatch.providers.base import Provider as ProviderAdapter
+from agentwatch.providers.base import ProviderConfig
+from agentwatch.providers.registry import UnsupportedProviderType, build_provider, default_base_url
+from agentwatch.upstream import UpstreamClient
+
+log = logging.getLogger(__name__)
+DEFAULT_TIMEOUT_SECONDS = 600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Route:
+    provider_name: str
+    upstream_model: str
+    weight: float
+    adapter: ProviderAdapter | None
+    unavailable_reason: str | None = None
+    price: Price | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alias:
+    name: str
+    routes: tuple[Route, ...]
+
+    def pick_route(self) -> Route:
+        if len(self.routes) == 1:
+            return self.routes[0]
+        weights = [max(route.weight, 0.0) for route in self.routes]
+        if not any(weights):
+            return self.routes[0]
+        return random.choices(self.routes, weights=weights)[0]
+
+
+@dataclass(slots=True)
+class Catalog:
+    aliases: dict[tuple[int, str], Alias] = field(default_factory=dict)
+    prices: dict[tuple[int, str], Price] = field(default_factory=dict)
+
+    def alias(self, org_id: int, name: str) -> Alias | None:
+        return self.aliases.get((org_id, name))
+
+    def alias_names(self, org_id: int) -> list[str]:
+        return sorted(name for org, name in self.aliases if org == org_id)
+
+    def price_for(self, org_id: int, route: Route | None, alias_name: str) -> Price | None:
+        """The route's own price, else the upstream model's catalogue price, else the alias's."""
+        if route is not None and route.price is not None:
+            return route.price
+        names = price_lookup_names(route.upstream_model) if route is not None else []
+        for name in [*names, alias_name]:
+            price = self.prices.get((org_id, name))
+            if price is not None:
+                return price
+        return None
+
+
+async def load_catalog(
+    session: AsyncSession, encryption_key: bytes, client: UpstreamClient
+) -> Catalog:
+    providers = (await session.scalars(select(Provider).where(Provider.is_active))).all()
+    keys = (await session.scalars(select(ProviderKey).where(ProviderKey.is_active))).all()
+    key_by_provider: dict[int, ProviderKey] = {}
+    for key in sorted(keys, key=lambda k: k.id):
+        key_by_provider.setdefault(key.provider_id, key)
+    adapters: dict[tuple[int, str], tuple[ProviderAdapter | None, str | None]] = {}
+    for provider in providers:
+        adapters[(provider.org_id, provider.name)] = _adapter(
+            provider, key_by_provider.get(provider.id), encryption_key, client
+        )
+
+    catalog = Catalog()
+    for model in (await session.scalars(select(Model).where(Model.is_active))).all():
+        price = _price(model)
+        if price is not None:
+            catalog.prices[(model.org_id, model.name)] = price
+        if model.routes:
+            routes = tuple(_route(model.org_id, raw, adapters) for raw in model.routes)
+            catalog.aliases[(model.org_id, model.name)] = Alias(model.name, routes)
+    return catalog
+
+
+def _adapter(
+    provider: Provider, key: ProviderKey | None, encryption_key: bytes, client: UpstreamClient
+) -> tuple[ProviderAdapter | None, str | None]:
+    api_key = None
+    if key is not None:
+        try:
+            api_key = decrypt_secret(key.encrypted_key, encryption_key)
+        except DecryptionError:
+            reason = f"the key of provider '{provider.name}' does not decrypt with ENCRYPTION_KEY"
+            log.error(reason)
+            return None, reason
+    base_url = provider.base_url or default_base_url(provider.type)
+    if not base_url:
+        return None, f"provider '{provider.name}' has no base_url"
+    headers = provider.extra.get("headers", {}) if isinstance(provider.extra, dict) else {}
+    config = ProviderConfig(
+        name=provider.name,
+        type=provider.type,
+        base_url=base_url,
+        api_key=api_key,
+        timeout_seconds=provider.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
+        headers={str(k): str(v) for k, v in headers.items()},
+    )
+    try:
+        return build_provider(config, client), None
+    except UnsupportedProviderType as exc:
+        return None, str(exc)
+
+
+def _route(
+    org_id: int,
+    raw: object,
+    adapters: dict[tuple[int, str], tuple[ProviderAdapter | None, str | None]],
+) -> Route:
+    spec = raw if isinstance(raw, dict) else {}
+    provider_name = str(spec.get("provider", ""))
+    adapter, reason = adapters.get((org_id, provider_name), (None, None))
+    if adapter is None and reason is None:
+        reason = f"provider '{provider_name}' is not configured"
+    weight = spec.get("weight", 1.0)
+    return Route(
+        provider_name=provider_name,
+        upstream_model=str(spec.get("model", "")),
+        weight=float(weight) if isinstance(weight, int | float) else 1.0,
+        adapter=adapter,
+        unavailable_reason=reason,
+        price=_route_price(spec.get("price")),
+    )
+
+
+def _route_price(raw: object) -> Price | None:
+    if not isinstance(raw, dict):
+        return None
+    return Price(
+        input_per_mtok=float(raw.get("input_cost_per_mtok") or 0.0),
+        output_per_mtok=float(raw.get("output_cost_per_mtok") or 0.0),
+        cached_input_per_mtok=(
+            float(raw["cached_input_cost_per_mtok"])
+            if raw.get("cached_input_cost_per_mtok") is not None
+            else None
+        ),
+    )
+
+
+def _price(model: Model) -> Price | None:
+    if model.input_cost_per_mtok is None and model.output_cost_per_mtok is None:
+        return None
+    return Price(
+        input_per_mtok=model.input_cost_per_mtok or 0.0,
+        output_per_mtok=model.output_cost_per_mtok or 0.0,
+        cached_input_per_mtok=model.cached_input_cost_per_mtok,
+    )

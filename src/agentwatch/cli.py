@@ -1,0 +1,208 @@
+"""The `agentwatch` command line: serve, migrate, and the first admin tasks."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from agentwatch.bootstrap import create_admin, ensure_default_org
+from agentwatch.config_file import ConfigError, GatewayConfig, load_config
+from agentwatch.crypto import hash_tenant_key, key_prefix, new_tenant_key
+from agentwatch.db.engine import create_engine, session_factory
+from agentwatch.db.migrate import upgrade_database
+from agentwatch.db.models import ApiKey, Tenant
+from agentwatch.settings import Settings, SettingsError, load_settings
+
+log = logging.getLogger("agentwatch")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not hasattr(args, "run"):
+        parser.print_help()
+        raise SystemExit(2)
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    logging.basicConfig(
+        level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        args.run(settings, args)
+    except (ConfigError, SettingsError, CommandError) as exc:
+        print(f"agentwatch: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+
+
+class CommandError(RuntimeError):
+    pass
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="agentwatch", description="Self-hosted LLM gateway.")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    serve = commands.add_parser("serve", help="run the gateway", description="Run the gateway.")
+    serve.add_argument("--config", type=Path, help="declarative YAML (default: $AGENTWATCH_CONFIG)")
+    serve.add_argument("--host", help="bind address (default: $HOST or 127.0.0.1)")
+    serve.add_argument("--port", type=int, help="port (default: $PORT or 8787)")
+    serve.set_defaults(run=_serve)
+
+    db = commands.add_parser("db", help="database maintenance", description="Database maintenance.")
+    db_commands = db.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    upgrade = db_commands.add_parser(
+        "upgrade", help="apply migrations", description="Apply every pending migration."
+    )
+    upgrade.set_defaults(run=_db_upgrade)
+
+    users = commands.add_parser("users", help="admin users", description="Manage admin users.")
+    user_commands = users.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    create_admin_cmd = user_commands.add_parser(
+        "create-admin",
+        help="create (or reset) a super admin",
+        description="Create a super admin, or reset the password of an existing one.",
+    )
+    create_admin_cmd.add_argument("--email", required=True)
+    create_admin_cmd.add_argument("--password", required=True)
+    create_admin_cmd.set_defaults(run=_create_admin)
+
+    keys = commands.add_parser(
+        "keys", help="tenant API keys", description="Manage tenant API keys."
+    )
+    key_commands = keys.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    create_key = key_commands.add_parser(
+        "create",
+        help="create a tenant API key and print it once",
+        description="Create an API key for a tenant (created if missing); prints the key once.",
+    )
+    create_key.add_argument("--tenant", required=True, help="tenant name")
+    create_key.add_argument("--name", help="a label for the key")
+    create_key.set_defaults(run=_create_key)
+
+    demo = commands.add_parser(
+        "demo-upstream",
+        help="serve a fake OpenAI API for offline trials",
+        description="Serve a fake OpenAI-compatible API (canned answers) on 127.0.0.1.",
+    )
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=9000)
+    demo.set_defaults(run=_demo_upstream)
+    return parser
+
+
+def _serve(settings: Settings, args: argparse.Namespace) -> None:
+    import uvicorn
+
+    from agentwatch.app import create_app
+
+    overrides: dict[str, object] = {}
+    if args.config is not None:
+        overrides["config_path"] = args.config
+    if args.host:
+        overrides["host"] = args.host
+    if args.port:
+        overrides["port"] = args.port
+    settings = settings.with_overrides(**overrides) if overrides else settings
+    config: GatewayConfig | None = None
+    if settings.config_path is not None:
+        config = load_config(settings.config_path)  # fail fast, before binding the port
+    if settings.generated_secrets:
+        log.warning("running with generated development secrets from %s", settings.data_dir)
+    server = uvicorn.Server(
+        uvicorn.Config(
+            create_app(settings, config),
+            host=settings.host,
+            port=settings.port,
+            loop="uvloop",
+            http="httptools",
+            lifespan="on",
+            access_log=False,
+            log_level=settings.log_level.lower(),
+            server_header=False,
+        )
+    )
+    server.run()
+    if not server.started:
+        raise SystemExit(1)
+
+
+def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> None:
+    async def upgrade() -> None:
+        engine = create_engine(settings.database_url)
+        try:
+            await upgrade_database(engine)
+        finally:
+            await engine.dispose()
+        print("database is at the latest revision", file=sys.stderr)
+
+    asyncio.run(upgrade())
+
+
+def _create_admin(settings: Settings, args: argparse.Namespace) -> None:
+    if len(args.password) < 8:
+        raise CommandError("the password must be at least 8 characters")
+
+    async def create() -> None:
+        engine = await _ready_engine(settings)
+        try:
+            async with session_factory(engine).begin() as session:
+                org_id = await ensure_default_org(session)
+                await create_admin(session, org_id, args.email, args.password)
+        finally:
+            await engine.dispose()
+        print(f"super admin {args.email} is ready", file=sys.stderr)
+
+    asyncio.run(create())
+
+
+def _create_key(settings: Settings, args: argparse.Namespace) -> None:
+    key = new_tenant_key()
+
+    async def create() -> None:
+        engine = await _ready_engine(settings)
+        try:
+            async with session_factory(engine).begin() as session:
+                org_id = await ensure_default_org(session)
+                tenant = await session.scalar(
+                    select(Tenant).where(Tenant.org_id == org_id, Tenant.name == args.tenant)
+                )
+                if tenant is None:
+                    tenant = Tenant(org_id=org_id, name=args.tenant)
+                    session.add(tenant)
+                    await session.flush()
+                    print(f"created tenant {args.tenant}", file=sys.stderr)
+                session.add(
+                    ApiKey(
+                        tenant_id=tenant.id,
+                        key_hash=hash_tenant_key(key),
+                        prefix=key_prefix(key),
+                        name=args.name,
+                    )
+                )
+        finally:
+            await engine.dispose()
+
+    asyncio.run(create())
+    print(key)
+
+
+def _demo_upstream(_settings: Settings, args: argparse.Namespace) -> None:
+    from agentwatch.demo_upstream import serve_forever
+
+    serve_forever(args.host, args.port)
+
+
+async def _ready_engine(settings: Settings) -> AsyncEngine:
+    engine = create_engine(settings.database_url)
+    await upgrade_database(engine)
+    return engine

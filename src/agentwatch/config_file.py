@@ -1,0 +1,254 @@
+"""Declarative YAML configuration: parsed, `${VAR}`-expanded, validated, applied idempotently."""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentwatch.crypto import (
+    MIN_TENANT_KEY_LENGTH,
+    DecryptionError,
+    decrypt_secret,
+    encrypt_secret,
+    hash_tenant_key,
+    key_prefix,
+)
+from agentwatch.db.models import ApiKey, Model, Provider, ProviderKey, Tenant
+
+_VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
+ProviderTypeName = Literal["openai", "anthropic", "gemini", "openrouter", "openai_compatible"]
+
+
+class ConfigError(ValueError):
+    """The configuration file cannot be read or is not valid; the message says where."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ProviderSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    type: ProviderTypeName
+    base_url: str | None = None
+    api_key: str | None = None
+    timeout: float | None = Field(default=None, gt=0, description="seconds")
+    headers: dict[str, str] = Field(default_factory=dict)
+
+
+class PriceSpec(_Strict):
+    input_cost_per_mtok: float | None = Field(default=None, ge=0)
+    output_cost_per_mtok: float | None = Field(default=None, ge=0)
+    cached_input_cost_per_mtok: float | None = Field(default=None, ge=0)
+
+    def is_set(self) -> bool:
+        return self.input_cost_per_mtok is not None or self.output_cost_per_mtok is not None
+
+
+class RouteSpec(PriceSpec):
+    provider: str = Field(min_length=1)
+    model: str = Field(min_length=1)
+    weight: float = Field(default=1.0, ge=0)
+
+
+class ModelSpec(PriceSpec):
+    name: str = Field(min_length=1, max_length=200)
+    routes: list[RouteSpec] = Field(min_length=1)
+    context_window: int | None = Field(default=None, gt=0)
+
+
+class TenantSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    api_keys: list[str] = Field(default_factory=list)
+    models: list[str] | None = None
+
+    @field_validator("api_keys")
+    @classmethod
+    def _long_enough(cls, keys: list[str]) -> list[str]:
+        for key in keys:
+            if len(key) < MIN_TENANT_KEY_LENGTH:
+                raise ValueError(
+                    f"tenant API keys must be at least {MIN_TENANT_KEY_LENGTH} characters"
+                )
+        return keys
+
+
+class GatewayConfig(_Strict):
+    providers: list[ProviderSpec] = Field(default_factory=list)
+    models: list[ModelSpec] = Field(default_factory=list)
+    tenants: list[TenantSpec] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> GatewayConfig:
+        for kind, names in (
+            ("provider", [p.name for p in self.providers]),
+            ("model", [m.name for m in self.models]),
+            ("tenant", [t.name for t in self.tenants]),
+        ):
+            duplicates = sorted({n for n in names if names.count(n) > 1})
+            if duplicates:
+                raise ValueError(f"duplicate {kind} names: {', '.join(duplicates)}")
+        return self
+
+
+def expand_variables(text: str, environ: Mapping[str, str]) -> str:
+    def substitute(match: re.Match[str]) -> str:
+        name, default = match.group(1), match.group(2)
+        if name in environ:
+            return environ[name]
+        if default is not None:
+            return default
+        raise ConfigError(f"environment variable {name} is not set (use ${{{name}:-default}})")
+
+    return _VARIABLE.sub(substitute, text)
+
+
+def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
+    lines = [
+        line if line.lstrip().startswith("#") else expand_variables(line, environ or os.environ)
+        for line in text.splitlines()
+    ]
+    try:
+        raw = yaml.safe_load("\n".join(lines)) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+    try:
+        return GatewayConfig.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(top level)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"{path}: {problems}") from exc
+
+
+async def apply_config(
+    session: AsyncSession, config: GatewayConfig, org_id: int, encryption_key: bytes
+) -> None:
+    """Create or update everything the file names; leave everything else alone."""
+    known_providers = {p.name for p in config.providers} | set(
+        await session.scalars(select(Provider.name).where(Provider.org_id == org_id))
+    )
+    for model in config.models:
+        for route in model.routes:
+            if route.provider not in known_providers:
+                raise ConfigError(
+                    f"model '{model.name}' routes to unknown provider '{route.provider}'"
+                )
+    for spec in config.providers:
+        await _apply_provider(session, spec, org_id, encryption_key)
+    for model_spec in config.models:
+        await _apply_model(session, model_spec, org_id)
+    for tenant_spec in config.tenants:
+        await _apply_tenant(session, tenant_spec, org_id)
+
+
+async def _apply_provider(
+    session: AsyncSession, spec: ProviderSpec, org_id: int, encryption_key: bytes
+) -> None:
+    provider = await session.scalar(
+        select(Provider).where(Provider.org_id == org_id, Provider.name == spec.name)
+    )
+    if provider is None:
+        provider = Provider(org_id=org_id, name=spec.name, extra={})
+        session.add(provider)
+    provider.type = spec.type
+    provider.base_url = spec.base_url
+    provider.timeout_seconds = spec.timeout
+    provider.extra = {"headers": spec.headers} if spec.headers else {}
+    provider.is_active = True
+    await session.flush()
+    keys = (
+        await session.scalars(select(ProviderKey).where(ProviderKey.provider_id == provider.id))
+    ).all()
+    if not spec.api_key:
+        for key in keys:
+            key.is_active = False
+        return
+    current = next(
+        (k for k in keys if k.is_active and _decrypts_to(k, spec.api_key, encryption_key)), None
+    )
+    if current is not None:
+        return
+    for key in keys:
+        key.is_active = False
+    session.add(
+        ProviderKey(
+            provider_id=provider.id,
+            name="config",
+            encrypted_key=encrypt_secret(spec.api_key, encryption_key),
+        )
+    )
+
+
+def _decrypts_to(key: ProviderKey, plaintext: str, encryption_key: bytes) -> bool:
+    try:
+        return decrypt_secret(key.encrypted_key, encryption_key) == plaintext
+    except DecryptionError:
+        return False
+
+
+async def _apply_model(session: AsyncSession, spec: ModelSpec, org_id: int) -> None:
+    model = await session.scalar(
+        select(Model).where(Model.org_id == org_id, Model.name == spec.name)
+    )
+    if model is None:
+        model = Model(org_id=org_id, name=spec.name)
+        session.add(model)
+    model.routes = [_route_dict(route, spec) for route in spec.routes]
+    if spec.context_window is not None:
+        model.context_window = spec.context_window
+    model.is_active = True
+
+
+def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "provider": route.provider,
+        "model": route.model,
+        "weight": route.weight,
+    }
+    price: PriceSpec = route if route.is_set() else model
+    if price.is_set():
+        entry["price"] = {
+            "input_cost_per_mtok": price.input_cost_per_mtok,
+            "output_cost_per_mtok": price.output_cost_per_mtok,
+            "cached_input_cost_per_mtok": price.cached_input_cost_per_mtok,
+        }
+    return entry
+
+
+async def _apply_tenant(session: AsyncSession, spec: TenantSpec, org_id: int) -> None:
+    tenant = await session.scalar(
+        select(Tenant).where(Tenant.org_id == org_id, Tenant.name == spec.name)
+    )
+    if tenant is None:
+        tenant = Tenant(org_id=org_id, name=spec.name)
+        session.add(tenant)
+    tenant.allowed_models = spec.models
+    tenant.is_active = True
+    await session.flush()
+    for key in spec.api_keys:
+        digest = hash_tenant_key(key)
+        existing = await session.scalar(select(ApiKey).where(ApiKey.key_hash == digest))
+        if existing is None:
+            session.add(
+                ApiKey(tenant_id=tenant.id, key_hash=digest, prefix=key_prefix(key), name="config")
+            )
+        elif existing.tenant_id != tenant.id:
+            raise ConfigError(
+                f"an API key of tenant '{spec.name}' already belongs to another tenant"
+            )
+        else:
+            existing.is_active = True

@@ -1,0 +1,165 @@
+"""OpenAI and every OpenAI-compatible upstream: the pivot format, so requests pass through."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import aiohttp
+import orjson
+
+from agentwatch.errors import UpstreamError, UpstreamTimeout
+from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig, Usage
+from agentwatch.upstream import UpstreamClient, upstream_error
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+_EVENT_END = b"\n\n"
+
+
+class OpenAIProvider:
+    def __init__(self, config: ProviderConfig, client: UpstreamClient) -> None:
+        self.config = config
+        self._client = client
+        self._base = config.base_url.rstrip("/")
+        headers = {"content-type": "application/json", **config.headers}
+        if config.api_key:
+            headers["authorization"] = f"Bearer {config.api_key}"
+        self._headers = headers
+        self._timeout = aiohttp.ClientTimeout(
+            total=config.timeout_seconds,
+            sock_connect=CONNECT_TIMEOUT_SECONDS,
+            sock_read=config.timeout_seconds,
+        )
+        self._stream_timeout = aiohttp.ClientTimeout(
+            total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=config.timeout_seconds
+        )
+
+    async def chat(self, payload: JSONObject) -> ChatResult:
+        return await self._complete("/chat/completions", payload)
+
+    async def embeddings(self, payload: JSONObject) -> ChatResult:
+        return await self._complete("/embeddings", payload)
+
+    async def stream_chat(self, payload: JSONObject, *, forward_usage: bool) -> OpenAIStream:
+        options = payload.get("stream_options")
+        payload["stream_options"] = {
+            **(options if isinstance(options, dict) else {}),
+            "include_usage": True,
+        }
+        response = await self._post("/chat/completions", payload, self._stream_timeout)
+        if response.status >= 400:
+            body = await self._read(response)
+            raise upstream_error(
+                self.config.name, response.status, body, response.headers.get("retry-after")
+            )
+        return OpenAIStream(response, self.config.name, forward_usage=forward_usage)
+
+    async def close(self) -> None:
+        """The shared client is closed by the app; an adapter holds nothing of its own."""
+
+    async def _complete(self, path: str, payload: JSONObject) -> ChatResult:
+        response = await self._post(path, payload, self._timeout)
+        body = await self._read(response)
+        if response.status >= 400:
+            raise upstream_error(
+                self.config.name, response.status, body, response.headers.get("retry-after")
+            )
+        try:
+            parsed = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise UpstreamError(
+                f"upstream provider '{self.config.name}' returned a body that is not JSON"
+            ) from exc
+        usage = Usage.from_openai(parsed.get("usage")) if isinstance(parsed, dict) else None
+        return ChatResult(body=body, usage=usage)
+
+    async def _post(
+        self, path: str, payload: JSONObject, timeout: aiohttp.ClientTimeout
+    ) -> aiohttp.ClientResponse:
+        url = self._base + path
+        try:
+            return await self._client.session.post(
+                url,
+                data=orjson.dumps(payload),
+                headers=self._headers,
+                timeout=timeout,
+                proxy=self._client.proxies.proxy_for(url),
+            )
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream provider '{self.config.name}' timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream provider '{self.config.name}' is unreachable: {exc}"
+            ) from exc
+
+    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+        try:
+            return await response.read()
+        except TimeoutError as exc:
+            raise UpstreamTimeout(f"upstream provider '{self.config.name}' timed out") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream provider '{self.config.name}' broke the connection: {exc}"
+            ) from exc
+        finally:
+            response.release()
+
+
+class OpenAIStream:
+    """Re-frames the upstream byte stream into whole SSE events and picks out the usage."""
+
+    def __init__(
+        self, response: aiohttp.ClientResponse, provider: str, *, forward_usage: bool
+    ) -> None:
+        self.usage: Usage | None = None
+        self._response = response
+        self._provider = provider
+        self._forward_usage = forward_usage
+        self._finished = False
+
+    def __aiter__(self) -> AsyncIterator[bytes]:
+        return self._events()
+
+    async def _events(self) -> AsyncIterator[bytes]:
+        pending = b""
+        try:
+            async for chunk in self._response.content.iter_any():
+                pending += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+                if _EVENT_END not in pending:
+                    continue
+                complete, _, pending = pending.rpartition(_EVENT_END)
+                out = [e for e in complete.split(_EVENT_END) if self._keep(e)]
+                if out:
+                    yield _EVENT_END.join(out) + _EVENT_END
+        except TimeoutError as exc:
+            raise UpstreamTimeout(
+                f"upstream provider '{self._provider}' stalled mid-stream"
+            ) from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(
+                f"upstream provider '{self._provider}' broke the stream: {exc}"
+            ) from exc
+        self._finished = True
+        if pending.strip() and self._keep(pending.strip()):
+            yield pending.strip() + _EVENT_END
+
+    def _keep(self, event: bytes) -> bool:
+        if b'"usage"' not in event or not event.startswith(b"data:"):
+            return bool(event)
+        try:
+            chunk = orjson.loads(event[5:])
+        except orjson.JSONDecodeError:
+            return True
+        if not isinstance(chunk, dict):
+            return True
+        usage = Usage.from_openai(chunk.get("usage"))
+        if usage is not None:
+            self.usage = usage
+            return self._forward_usage or bool(chunk.get("choices"))
+        return True
+
+    async def aclose(self) -> None:
+        # A finished stream returns its connection to the pool; an abandoned one must not.
+        if self._finished:
+            self._response.release()
+        else:
+            self._response.close()

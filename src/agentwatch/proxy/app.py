@@ -1,0 +1,216 @@
+"""The `/v1` ASGI app: authenticate, validate, route, dispatch, and meter every call."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+
+import orjson
+
+from agentwatch.catalog import Alias, Route
+from agentwatch.errors import (
+    AuthenticationFailed,
+    GatewayError,
+    InvalidRequest,
+    ModelNotAllowed,
+    NotFound,
+    UnknownModel,
+    UpstreamError,
+)
+from agentwatch.providers.base import ChatStream, JSONObject, Provider
+from agentwatch.proxy import validation
+from agentwatch.proxy.asgi_io import (
+    SSE_HEADERS,
+    ClientDisconnected,
+    Receive,
+    RequestHeaders,
+    Scope,
+    Send,
+    base_headers,
+    read_body,
+    send_error,
+    send_json,
+    wait_for_disconnect,
+)
+from agentwatch.proxy.call import Call
+from agentwatch.state import AppState
+from agentwatch.tenant_auth import Principal
+
+log = logging.getLogger(__name__)
+Handler = Callable[["ProxyApp", Call, JSONObject, Receive, Send], Awaitable[None]]
+
+
+class ProxyApp:
+    def __init__(self, state: Callable[[], AppState]) -> None:
+        self._state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        headers = RequestHeaders(scope["headers"])
+        call = Call(request_id=headers.request_id or secrets.token_hex(16), endpoint=scope["path"])
+        state = self._state()
+        try:
+            await self._dispatch(state, call, scope, headers, receive, send)
+        except GatewayError as error:
+            call.failed(error)
+            await send_error(send, error, call.request_id)
+        except ClientDisconnected:
+            call.client_gone()
+        finally:
+            event = call.usage_event(state.catalog)
+            if event is not None:
+                state.recorder.record(event)
+
+    async def _dispatch(
+        self,
+        state: AppState,
+        call: Call,
+        scope: Scope,
+        headers: RequestHeaders,
+        receive: Receive,
+        send: Send,
+    ) -> None:
+        path, method = scope["path"].rstrip("/"), scope["method"]
+        if path == "/v1/models" or path.startswith("/v1/models/"):
+            if method != "GET":
+                raise InvalidRequest(f"{method} is not allowed on {path}", status=405)
+            principal = await self._authenticate(state, headers)
+            await self._models(state, principal, path, call, send)
+            return
+        handler = _POST_ROUTES.get(path)
+        if handler is None:
+            raise NotFound(f"unknown endpoint {method} {scope['path']}")
+        if method != "POST":
+            raise InvalidRequest(f"{method} is not allowed on {path}; use POST", status=405)
+        call.endpoint = path
+        principal = await self._authenticate(state, headers)
+        call.principal = principal
+        body = await read_body(receive, state.settings.max_body_bytes, headers.content_length)
+        payload = validation.parse_json_object(body)
+        call.model = validation.model_name(payload)
+        await handler(self, call, payload, receive, send)
+
+    async def _authenticate(self, state: AppState, headers: RequestHeaders) -> Principal:
+        if headers.api_key is None:
+            raise AuthenticationFailed(
+                "missing API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'"
+            )
+        principal = await state.authenticator.authenticate(headers.api_key)
+        if principal is None:
+            raise AuthenticationFailed("invalid API key")
+        return principal
+
+    def _resolve(self, call: Call) -> tuple[Route, Provider]:
+        state = self._state()
+        principal = call.principal
+        assert principal is not None
+        alias: Alias | None = state.catalog.alias(principal.org_id, call.model)
+        if alias is None:
+            raise UnknownModel(f"the model '{call.model}' does not exist", param="model")
+        if not principal.may_use(call.model):
+            raise ModelNotAllowed(f"this API key may not use the model '{call.model}'")
+        route = alias.pick_route()
+        call.route = route
+        if route.adapter is None:
+            raise UpstreamError(
+                f"model '{call.model}' is unavailable: {route.unavailable_reason}",
+                code="provider_unavailable",
+            )
+        return route, route.adapter
+
+    async def chat_completions(
+        self, call: Call, payload: JSONObject, receive: Receive, send: Send
+    ) -> None:
+        validation.check_chat(payload)
+        route, adapter = self._resolve(call)
+        payload["model"] = route.upstream_model
+        if validation.wants_stream(payload):
+            call.stream = True
+            forward_usage = validation.wants_stream_usage(payload)
+            stream = await adapter.stream_chat(payload, forward_usage=forward_usage)
+            await self._relay_stream(call, stream, receive, send)
+            return
+        result = await adapter.chat(payload)
+        call.usage = result.usage
+        call.mark_first_byte()
+        await send_json(send, 200, result.body, call.request_id)
+
+    async def embeddings(
+        self, call: Call, payload: JSONObject, receive: Receive, send: Send
+    ) -> None:
+        validation.check_embeddings(payload)
+        route, adapter = self._resolve(call)
+        payload["model"] = route.upstream_model
+        result = await adapter.embeddings(payload)
+        call.usage = result.usage
+        call.mark_first_byte()
+        await send_json(send, 200, result.body, call.request_id)
+
+    async def _relay_stream(
+        self, call: Call, stream: ChatStream, receive: Receive, send: Send
+    ) -> None:
+        """Pass events through as they arrive; a client hang-up stops the upstream read at once."""
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [*SSE_HEADERS, *base_headers(call.request_id)],
+            }
+        )
+        pump = asyncio.ensure_future(self._pump(call, stream, send))
+        watcher = asyncio.ensure_future(wait_for_disconnect(receive))
+        try:
+            await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            hung_up = not pump.done()
+            pump.cancel()
+            watcher.cancel()
+            await asyncio.gather(pump, watcher, return_exceptions=True)
+            call.usage = stream.usage
+            await stream.aclose()
+        if hung_up:
+            call.client_gone()
+            return
+        pump.result()
+
+    async def _pump(self, call: Call, stream: ChatStream, send: Send) -> None:
+        try:
+            async for event in stream:
+                call.mark_first_byte()
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+        except GatewayError as error:
+            # Headers are gone already: tell the client in-band, as OpenAI does.
+            call.failed(error)
+            log.warning("stream %s failed: %s", call.request_id, error.message)
+            await send(
+                {
+                    "type": "http.response.body",
+                    "body": b"data: " + error.to_json() + b"\n\n",
+                    "more_body": True,
+                }
+            )
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    async def _models(
+        self, state: AppState, principal: Principal, path: str, call: Call, send: Send
+    ) -> None:
+        names = [n for n in state.catalog.alias_names(principal.org_id) if principal.may_use(n)]
+        if path == "/v1/models":
+            body = orjson.dumps({"object": "list", "data": [_model_card(n) for n in names]})
+            await send_json(send, 200, body, call.request_id)
+            return
+        wanted = path.removeprefix("/v1/models/")
+        if wanted not in names:
+            raise NotFound(f"the model '{wanted}' does not exist", code="model_not_found")
+        await send_json(send, 200, orjson.dumps(_model_card(wanted)), call.request_id)
+
+
+def _model_card(name: str) -> JSONObject:
+    return {"id": name, "object": "model", "created": 0, "owned_by": "agentwatch"}
+
+
+_POST_ROUTES: dict[str, Handler] = {
+    "/v1/chat/completions": ProxyApp.chat_completions,
+    "/v1/embeddings": ProxyApp.embeddings,
+}

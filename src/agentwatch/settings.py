@@ -1,0 +1,167 @@
+"""Every setting AgentWatch reads from the environment, read in one place."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import logging
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+DEV_SECRETS_FILE = "dev-secrets.json"
+
+
+class SettingsError(RuntimeError):
+    """The environment cannot produce a working configuration."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    data_dir: Path
+    database_url: str
+    redis_url: str | None
+    jwt_secret: str
+    encryption_key: bytes
+    host: str
+    port: int
+    config_path: Path | None
+    production: bool
+    max_body_bytes: int
+    admin_email: str | None
+    admin_password: str | None
+    https_proxy: str | None
+    http_proxy: str | None
+    no_proxy: str | None
+    log_level: str
+    generated_secrets: bool = False
+
+    @property
+    def embedded_database(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def with_overrides(self, **changes: object) -> Settings:
+        return replace(self, **changes)  # type: ignore[arg-type]
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
+    """Build settings from `environ` (the process environment by default)."""
+    env = os.environ if environ is None else environ
+    data_dir = Path(env.get("AGENTWATCH_DATA_DIR") or "./data").resolve()
+    production = env.get("AGENTWATCH_ENV", "").lower() == "production"
+    jwt_secret = env.get("JWT_SECRET") or ""
+    raw_encryption_key = env.get("ENCRYPTION_KEY") or ""
+    generated = False
+    if not jwt_secret or not raw_encryption_key:
+        if production:
+            missing = [
+                n
+                for n, v in (("JWT_SECRET", jwt_secret), ("ENCRYPTION_KEY", raw_encryption_key))
+                if not v
+            ]
+            raise SettingsError(
+                f"AGENTWATCH_ENV=production requires {' and '.join(missing)} to be set"
+            )
+        dev = _dev_secrets(data_dir)
+        jwt_secret = jwt_secret or dev["jwt_secret"]
+        raw_encryption_key = raw_encryption_key or dev["encryption_key"]
+        generated = True
+    config = env.get("AGENTWATCH_CONFIG")
+    return Settings(
+        data_dir=data_dir,
+        database_url=normalise_database_url(
+            env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'agentwatch.db'}"
+        ),
+        redis_url=env.get("REDIS_URL") or None,
+        jwt_secret=jwt_secret,
+        encryption_key=parse_encryption_key(raw_encryption_key),
+        host=env.get("HOST") or "127.0.0.1",
+        port=_int(env, "PORT", 8787),
+        config_path=Path(config) if config else None,
+        production=production,
+        max_body_bytes=int(_float(env, "AGENTWATCH_MAX_BODY_MB", 32.0) * 1024 * 1024),
+        admin_email=env.get("AGENTWATCH_ADMIN_EMAIL") or None,
+        admin_password=env.get("AGENTWATCH_ADMIN_PASSWORD") or None,
+        https_proxy=env.get("HTTPS_PROXY") or env.get("https_proxy") or None,
+        http_proxy=env.get("HTTP_PROXY") or env.get("http_proxy") or None,
+        no_proxy=env.get("NO_PROXY") or env.get("no_proxy") or None,
+        log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        generated_secrets=generated,
+    )
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept the URLs people paste (postgres://, sqlite:///) and pick the async driver."""
+    for prefix, driver in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return driver + url[len(prefix) :]
+    return url
+
+
+def parse_encryption_key(raw: str) -> bytes:
+    """A 32-byte AES key from base64 or hex; any other string is stretched with SHA-256."""
+    text = raw.strip()
+    if len(text) == 64:
+        try:
+            return bytes.fromhex(text)
+        except ValueError:
+            pass
+    for decode in (base64.urlsafe_b64decode, base64.b64decode):
+        try:
+            key = decode(text + "=" * (-len(text) % 4))
+        except (binascii.Error, ValueError):
+            continue
+        if len(key) == 32:
+            return key
+    return hashlib.sha256(text.encode()).digest()
+
+
+def _dev_secrets(data_dir: Path) -> dict[str, str]:
+    path = data_dir / DEV_SECRETS_FILE
+    if path.exists():
+        stored: dict[str, str] = json.loads(path.read_text())
+        return stored
+    data_dir.mkdir(parents=True, exist_ok=True)
+    fresh = {
+        "jwt_secret": secrets.token_urlsafe(48),
+        "encryption_key": base64.urlsafe_b64encode(secrets.token_bytes(32)).decode(),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(fresh, handle)
+    log.warning(
+        "JWT_SECRET/ENCRYPTION_KEY not set: generated development secrets in %s. "
+        "Set both (and AGENTWATCH_ENV=production) before deploying.",
+        path,
+    )
+    return fresh
+
+
+def _int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    value = env.get(name)
+    if not value:
+        return default
+    try:
+        return float(value)
+    except ValueError as exc:
+        raise SettingsError(f"{name} must be a number, got {value!r}") from exc

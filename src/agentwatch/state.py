@@ -1,0 +1,25 @@
+"""The gateway's runtime state: built once in the app's lifespan, handed to whatever needs it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from agentwatch.catalog import Catalog
+from agentwatch.settings import Settings
+from agentwatch.tenant_auth import TenantAuthenticator
+from agentwatch.upstream import UpstreamClient
+from agentwatch.usage.recorder import UsageRecorder
+
+
+@dataclass(slots=True)
+class AppState:
+    settings: Settings
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    upstream: UpstreamClient
+    authenticator: TenantAuthenticator
+    recorder: UsageRecorder
+    catalog: Catalog
+    default_org_id: int

@@ -1,0 +1,111 @@
+"""The one pooled, keep-alive HTTP client every provider shares, and upstream error mapping."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from urllib.parse import urlsplit
+
+import aiohttp
+import orjson
+
+from agentwatch.errors import (
+    UpstreamError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class ProxySettings:
+    https_proxy: str | None = None
+    http_proxy: str | None = None
+    no_proxy: str | None = None
+
+    def proxy_for(self, url: str) -> str | None:
+        parts = urlsplit(url)
+        proxy = self.https_proxy if parts.scheme == "https" else self.http_proxy
+        if proxy is None:
+            return None
+        if self.no_proxy and bypasses_proxy(parts.hostname or "", parts.port, self.no_proxy):
+            return None
+        return proxy
+
+
+def bypasses_proxy(host: str, port: int | None, no_proxy: str) -> bool:
+    """curl's NO_PROXY rules: `*`, exact hosts, domain suffixes (with or without a leading dot),
+    optional `:port`."""
+    host = host.lower().rstrip(".")
+    for raw in no_proxy.split(","):
+        entry = raw.strip().lower()
+        if not entry:
+            continue
+        if entry == "*":
+            return True
+        name, _, entry_port = entry.partition(":") if entry.count(":") == 1 else (entry, "", "")
+        if entry_port and port is not None and entry_port != str(port):
+            continue
+        name = name.lstrip(".").rstrip(".")
+        if host == name or host.endswith("." + name):
+            return True
+    return False
+
+
+class UpstreamClient:
+    """Owns the aiohttp session; built in the app's lifespan, closed on shutdown."""
+
+    def __init__(self, proxies: ProxySettings) -> None:
+        self.proxies = proxies
+        self._session: aiohttp.ClientSession | None = None
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
+            )
+            # trust_env stays off: proxies come from Settings, applied per request.
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                json_serialize=lambda obj: orjson.dumps(obj).decode(),
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def upstream_error(
+    provider: str, status: int, body: bytes, retry_after: str | None
+) -> UpstreamError:
+    """Map an upstream HTTP error to the gateway error the client and the router should see."""
+    message = _error_message(body) or f"HTTP {status}"
+    text = f"upstream provider '{provider}' returned {status}: {message}"
+    if status == 429:
+        headers = {"retry-after": retry_after} if retry_after else {}
+        return UpstreamRateLimited(text, headers=headers)
+    if status in (401, 403, 407):
+        # The provider refused the gateway's credential: the client's key is fine.
+        return UpstreamError(text, code="upstream_auth_failed")
+    if 400 <= status < 500 and status not in (408, 409):
+        return UpstreamRejected(text, status=404 if status == 404 else 400)
+    return UpstreamError(text)
+
+
+def _error_message(body: bytes) -> str | None:
+    try:
+        payload = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        text = body.decode(errors="replace").strip()
+        return text[:500] or None
+    if isinstance(payload, dict):
+        error = payload.get("error", payload)
+        if isinstance(error, dict):
+            message = error.get("message")
+            return str(message) if message is not None else None
+        if isinstance(error, str):
+            return error
+    return None

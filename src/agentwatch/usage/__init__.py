@@ -1,0 +1,1 @@
+"""Usage metering: the ledger writer and its queries."""

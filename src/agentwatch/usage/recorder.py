@@ -1,0 +1,139 @@
+"""Batched, off-request writes to the usage ledger; nothing lost on shutdown or a DB blip."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+import orjson
+from sqlalchemy import insert
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from agentwatch.db.models import UsageRecord
+
+log = logging.getLogger(__name__)
+BATCH_SIZE = 500
+FLUSH_INTERVAL_SECONDS = 0.2
+SHUTDOWN_ATTEMPTS = 5
+
+
+@dataclass(slots=True)
+class UsageEvent:
+    request_id: str
+    created_at: datetime
+    org_id: int
+    tenant_id: int | None
+    api_key_id: int | None
+    model: str
+    provider: str | None
+    upstream_model: str | None
+    endpoint: str
+    stream: bool
+    status: int
+    error_type: str | None
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    cost_nanousd: int
+    latency_ms: float
+    ttft_ms: float | None
+
+
+class UsageRecorder:
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], spill_path: Path) -> None:
+        self._sessions = sessions
+        self._spill_path = spill_path
+        self._pending: deque[UsageEvent] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+        self._write_lock = asyncio.Lock()
+
+    def record(self, event: UsageEvent) -> None:
+        self._pending.append(event)
+        if len(self._pending) >= BATCH_SIZE:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._pending)
+
+    async def start(self) -> None:
+        await self._replay_spill()
+        self._task = asyncio.create_task(self._run(), name="usage-recorder")
+
+    async def flush(self) -> None:
+        """Write everything recorded so far; raises if the database refuses."""
+        async with self._write_lock:
+            while self._pending:
+                batch = [
+                    self._pending.popleft() for _ in range(min(BATCH_SIZE, len(self._pending)))
+                ]
+                try:
+                    await self._write(batch)
+                except BaseException:
+                    self._pending.extendleft(reversed(batch))
+                    raise
+
+    async def close(self) -> None:
+        self._closing = True
+        self._wake.set()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for attempt in range(SHUTDOWN_ATTEMPTS):
+            try:
+                await self.flush()
+                return
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("usage flush failed at shutdown (attempt %d): %s", attempt + 1, exc)
+                await asyncio.sleep(0.2 * 2**attempt)
+        self._spill()
+
+    async def _run(self) -> None:
+        backoff = FLUSH_INTERVAL_SECONDS
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            self._wake.clear()
+            try:
+                await self.flush()
+                backoff = FLUSH_INTERVAL_SECONDS
+            except (SQLAlchemyError, OSError) as exc:
+                backoff = min(backoff * 2, 10.0)
+                log.warning("usage flush failed, %d rows kept for retry: %s", self.pending, exc)
+
+    async def _write(self, batch: list[UsageEvent]) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(insert(UsageRecord), [dataclasses.asdict(e) for e in batch])
+
+    def _spill(self) -> None:
+        if not self._pending:
+            return
+        self._spill_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._spill_path.open("ab") as handle:
+            for event in self._pending:
+                handle.write(orjson.dumps(dataclasses.asdict(event)) + b"\n")
+        log.error(
+            "database unavailable: kept %d usage rows in %s", len(self._pending), self._spill_path
+        )
+        self._pending.clear()
+
+    async def _replay_spill(self) -> None:
+        if not self._spill_path.exists():
+            return
+        rows = [orjson.loads(line) for line in self._spill_path.read_bytes().splitlines() if line]
+        for row in rows:
+            row["created_at"] = datetime.fromisoformat(row["created_at"])
+            self._pending.append(UsageEvent(**row))
+        await self.flush()
+        self._spill_path.unlink()
+        log.info("replayed %d usage rows from %s", len(rows), self._spill_path)
