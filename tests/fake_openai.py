@@ -1,0 +1,203 @@
+"""A fake OpenAI API on 127.0.0.1 speaking the real wire format, with failures on demand.
+
+The upstream model id picks the behaviour, so a gateway config can route aliases to failures:
+`fail-500`, `fail-429`, `fail-400`, `fail-401`, `slow-<seconds>`, `stream-forever`,
+`stream-break`; any other id answers normally.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
+PROMPT_TOKENS = 11
+COMPLETION_TOKENS = len(REPLY_WORDS)
+CACHED_TOKENS = 3
+
+
+@dataclass
+class FakeOpenAI:
+    """Runs in its own thread and loop, so synchronous SDK clients can be used in tests."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    requests: list[dict[str, Any]] = field(default_factory=list)
+    headers: list[dict[str, str]] = field(default_factory=list)
+    _loop: asyncio.AbstractEventLoop | None = None
+    _runner: web.AppRunner | None = None
+    _thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        return f"http://{self.host}:{self.port}/v1"
+
+    def start(self) -> None:
+        ready = threading.Event()
+
+        def run() -> None:
+            self._loop = asyncio.new_event_loop()
+            self._loop.run_until_complete(self._start())
+            ready.set()
+            self._loop.run_forever()
+
+        self._thread = threading.Thread(target=run, daemon=True, name="fake-openai")
+        self._thread.start()
+        if not ready.wait(10):
+            raise RuntimeError("fake OpenAI did not start")
+
+    def stop(self) -> None:
+        assert self._loop is not None and self._runner is not None
+        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        assert self._thread is not None
+        self._thread.join(10)
+
+    async def _start(self) -> None:
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_post("/v1/chat/completions", self._chat)
+        app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_get("/v1/models", self._models)
+        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        server = site._server
+        assert isinstance(server, asyncio.Server)
+        self.port = server.sockets[0].getsockname()[1]
+
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.requests.append(body)
+        self.headers.append(dict(request.headers))
+        model = body["model"]
+        failure = await _failure(model)
+        if failure is not None:
+            return failure
+        if body.get("stream"):
+            return await self._stream(request, body)
+        return _json(
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": "".join(REPLY_WORDS)},
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                    }
+                ],
+                "usage": _usage(),
+            }
+        )
+
+    async def _stream(self, request: web.Request, body: dict[str, Any]) -> web.StreamResponse:
+        model = body["model"]
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        async for chunk in _chunks(model):
+            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+        if model == "stream-break":
+            assert request.transport is not None
+            request.transport.close()
+            return response
+        options = body.get("stream_options") or {}
+        if options.get("include_usage"):
+            final = _chunk(model, None, None) | {"choices": [], "usage": _usage()}
+            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
+
+    async def _embeddings(self, request: web.Request) -> web.Response:
+        body = orjson.loads(await request.read())
+        self.requests.append(body)
+        failure = await _failure(body["model"])
+        if failure is not None:
+            return failure
+        inputs = body["input"] if isinstance(body["input"], list) else [body["input"]]
+        return _json(
+            {
+                "object": "list",
+                "data": [
+                    {"object": "embedding", "index": i, "embedding": [0.1, 0.2, 0.3]}
+                    for i in range(len(inputs))
+                ],
+                "model": body["model"],
+                "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
+            }
+        )
+
+    async def _models(self, _request: web.Request) -> web.Response:
+        return _json({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]})
+
+
+async def _chunks(model: str) -> AsyncIterator[dict[str, Any]]:
+    yield _chunk(model, {"role": "assistant", "content": ""}, None)
+    words = REPLY_WORDS * (10_000 if model == "stream-forever" else 1)
+    for word in words:
+        if model == "stream-forever":
+            await asyncio.sleep(0.02)
+        yield _chunk(model, {"content": word}, None)
+    if model != "stream-break":
+        yield _chunk(model, {}, "stop")
+
+
+def _chunk(model: str, delta: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion.chunk",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [{"index": 0, "delta": delta or {}, "finish_reason": finish, "logprobs": None}],
+    }
+
+
+def _usage() -> dict[str, Any]:
+    return {
+        "prompt_tokens": PROMPT_TOKENS,
+        "completion_tokens": COMPLETION_TOKENS,
+        "total_tokens": PROMPT_TOKENS + COMPLETION_TOKENS,
+        "prompt_tokens_details": {"cached_tokens": CACHED_TOKENS},
+    }
+
+
+def _json(payload: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(payload), status=status, content_type="application/json")
+
+
+def _error(status: int, message: str, type_: str, code: str | None) -> web.Response:
+    error = {"message": message, "type": type_, "param": None, "code": code}
+    return _json({"error": error}, status)
+
+
+async def _failure(model: str) -> web.Response | None:
+    if model.startswith("slow-"):
+        await asyncio.sleep(float(model.removeprefix("slow-")))
+        return None
+    if model == "fail-500":
+        return _error(500, "The server had an error", "server_error", None)
+    if model == "fail-429":
+        response = _error(429, "Rate limit reached", "requests", "rate_limit_exceeded")
+        response.headers["retry-after"] = "7"
+        return response
+    if model == "fail-400":
+        return _error(
+            400,
+            "This model's maximum context length is 8 tokens",
+            "invalid_request_error",
+            "context_length_exceeded",
+        )
+    if model == "fail-401":
+        return _error(401, "Incorrect API key provided", "invalid_request_error", "invalid_api_key")
+    return None
