@@ -47,6 +47,7 @@ class FakeOpenAI:
             self._loop.run_until_complete(self._start())
             ready.set()
             self._loop.run_forever()
+            self._loop.close()
 
         self._thread = threading.Thread(target=run, daemon=True, name="fake-openai")
         self._thread.start()

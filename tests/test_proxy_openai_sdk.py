@@ -7,7 +7,6 @@ import openai
 import pytest
 
 from tests.fake_openai import (
-    CACHED_TOKENS,
     COMPLETION_TOKENS,
     PROMPT_TOKENS,
     REPLY_WORDS,

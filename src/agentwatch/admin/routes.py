@@ -75,6 +75,7 @@ async def usage_records(
     until: Annotated[datetime | None, Query(description="ISO 8601, exclusive")] = None,
     status: int | None = None,
     endpoint: str | None = None,
+    request_id: str | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ) -> UsagePage:
@@ -86,6 +87,7 @@ async def usage_records(
         until=_utc(until),
         status=status,
         endpoint=endpoint,
+        request_id=request_id,
     )
     try:
         rows, next_cursor = await list_usage_records(session, where, limit, cursor)

@@ -56,6 +56,7 @@ class ChatStream(Protocol):
     """An open upstream stream, yielding complete OpenAI SSE events (`data: ...\\n\\n`)."""
 
     usage: Usage | None
+    content_events: int  # events forwarded so far: a token estimate if the client hangs up
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

@@ -115,6 +115,7 @@ class OpenAIStream:
         self._provider = provider
         self._forward_usage = forward_usage
         self._finished = False
+        self.content_events = 0
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
@@ -143,6 +144,8 @@ class OpenAIStream:
             yield pending.strip() + _EVENT_END
 
     def _keep(self, event: bytes) -> bool:
+        if b'"content"' in event:
+            self.content_events += 1
         if b'"usage"' not in event or not event.startswith(b"data:"):
             return bool(event)
         try:

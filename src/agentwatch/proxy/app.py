@@ -87,6 +87,7 @@ class ProxyApp:
         principal = await self._authenticate(state, headers)
         call.principal = principal
         body = await read_body(receive, state.settings.max_body_bytes, headers.content_length)
+        call.body_bytes = len(body)
         payload = validation.parse_json_object(body)
         call.model = validation.model_name(payload)
         await handler(self, call, payload, receive, send)
@@ -168,6 +169,7 @@ class ProxyApp:
             watcher.cancel()
             await asyncio.gather(pump, watcher, return_exceptions=True)
             call.usage = stream.usage
+            call.streamed_events = stream.content_events
             await stream.aclose()
         if hung_up:
             call.client_gone()

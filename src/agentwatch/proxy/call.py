@@ -29,6 +29,8 @@ class Call:
     error_type: str | None = None
     usage: Usage | None = None
     first_byte_at: float | None = None
+    body_bytes: int = 0
+    streamed_events: int = 0
 
     def failed(self, error: GatewayError) -> None:
         self.status = error.status
@@ -42,11 +44,20 @@ class Call:
         if self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
 
+    def _estimated_usage(self) -> Usage:
+        """Without the upstream's count (the client hung up first), bill what was sent:
+        about 4 bytes of request per prompt token, about one token per streamed event."""
+        if not self.streamed_events:
+            return Usage()
+        return Usage(
+            prompt_tokens=max(1, self.body_bytes // 4), completion_tokens=self.streamed_events
+        )
+
     def usage_event(self, catalog: Catalog) -> UsageEvent | None:
         if self.principal is None:
             return None
         ended = time.perf_counter()
-        usage = self.usage or Usage()
+        usage = self.usage or self._estimated_usage()
         price = catalog.price_for(self.principal.org_id, self.route, self.model)
         return UsageEvent(
             request_id=self.request_id,

@@ -27,6 +27,7 @@ class UsageFilter:
     until: datetime | None = None
     status: int | None = None
     endpoint: str | None = None
+    request_id: str | None = None
 
 
 def encode_cursor(created_at: datetime, row_id: int) -> str:
@@ -62,6 +63,8 @@ async def list_usage_records(
         query = query.where(UsageRecord.status == where.status)
     if where.endpoint is not None:
         query = query.where(UsageRecord.endpoint == where.endpoint)
+    if where.request_id is not None:
+        query = query.where(UsageRecord.request_id == where.request_id)
     if cursor is not None:
         stamp, row_id = decode_cursor(cursor)
         query = query.where(
