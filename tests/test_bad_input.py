@@ -53,9 +53,18 @@ def assert_openai_error(response: httpx.Response, status: int) -> dict[str, obje
         (b'{"model": "gpt-4o-mini", "messages": ["hello"]}', "messages[0]"),
         (b'{"model": "gpt-4o-mini", "messages": [{"content": "x"}]}', "messages[0]"),
         (b'{"model": "gpt-4o-mini", "messages": [{"role": "user"}], "stream": "yes"}', "stream"),
-        (b'{"model": "gpt-4o-mini", "messages": [{"role": "user"}], "temperature": "hot"}', "temperature"),
-        (b'{"model": "gpt-4o-mini", "messages": [{"role": "user"}], "max_tokens": 1.5}', "max_tokens"),
-        (b'{"model": "gpt-4o-mini", "messages": [{"role": "user"}], "stream_options": 1}', "stream_options"),
+        (
+            b'{"model": "gpt-4o-mini", "messages": [{"role": "user"}], "temperature": "hot"}',
+            "temperature",
+        ),
+        (
+            b'{"model": "gpt-4o-mini", "messages": [{"role": "user"}], "max_tokens": 1.5}',
+            "max_tokens",
+        ),
+        (
+            b'{"model": "gpt-4o-mini", "messages": [{"role": "user"}], "stream_options": 1}',
+            "stream_options",
+        ),
         (b"\xff\xfe\x00garbage", None),
     ],
 )
@@ -87,7 +96,9 @@ def test_unknown_model_is_400(gateway: Gateway) -> None:
 
 
 def test_unknown_key_is_401_before_the_body_is_read(gateway: Gateway) -> None:
-    error = assert_openai_error(post(gateway, CHAT, b"{broken", key="sk-unknown-0000000000000000"), 401)
+    error = assert_openai_error(
+        post(gateway, CHAT, b"{broken", key="sk-unknown-0000000000000000"), 401
+    )
     assert error["code"] == "invalid_api_key"
 
 

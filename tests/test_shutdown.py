@@ -53,14 +53,21 @@ def test_sigterm_under_load_loses_no_usage(
         "\n  - name: slow-ish-unused\n    api_keys: []\n"
     )
     config = config.replace(
-        "models:\n", "models:\n  - name: slow-ish\n    routes:\n      - provider: local\n        model: slow-0.6\n", 1
+        "models:\n",
+        "models:\n  - name: slow-ish\n    routes:\n      - provider: local\n        model: slow-0.6\n",
+        1,
     )
     with database(backend, tmp_path) as url:
         gateway = Gateway(
             workdir=tmp_path,
             database_url=url,
             config=config,
-            env={"UPSTREAM_KEY": "k", "CI_TENANT_KEY": key},
+            # Only the shutdown flush can save these rows: the periodic one never comes.
+            env={
+                "UPSTREAM_KEY": "k",
+                "CI_TENANT_KEY": key,
+                "AGENTWATCH_USAGE_FLUSH_SECONDS": "600",
+            },
         )
         gateway.start()
         statuses = asyncio.run(fire(gateway, key, stream))
@@ -72,7 +79,11 @@ def test_sigterm_under_load_loses_no_usage(
         assert set(answered) == {200}
 
         restarted = Gateway(
-            workdir=tmp_path, database_url=url, config=config, env=gateway.env, port=gateway.port
+            workdir=tmp_path,
+            database_url=url,
+            config=config,
+            env={**gateway.env, "AGENTWATCH_USAGE_FLUSH_SECONDS": "0.1"},
+            port=gateway.port,
         )
         restarted.start()
         try:

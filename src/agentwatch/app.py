@@ -93,7 +93,9 @@ async def start_state(settings: Settings, config: GatewayConfig | None) -> AppSt
     )
     async with sessions() as session:
         catalog = await load_catalog(session, settings.encryption_key, upstream)
-    recorder = UsageRecorder(sessions, settings.data_dir / USAGE_SPILL_FILE)
+    recorder = UsageRecorder(
+        sessions, settings.data_dir / USAGE_SPILL_FILE, settings.usage_flush_seconds
+    )
     await recorder.start()
     return AppState(
         settings=settings,

@@ -40,6 +40,7 @@ class Settings:
     http_proxy: str | None
     no_proxy: str | None
     log_level: str
+    usage_flush_seconds: float = 0.2
     generated_secrets: bool = False
 
     @property
@@ -92,6 +93,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         http_proxy=env.get("HTTP_PROXY") or env.get("http_proxy") or None,
         no_proxy=env.get("NO_PROXY") or env.get("no_proxy") or None,
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
+        usage_flush_seconds=_float(env, "AGENTWATCH_USAGE_FLUSH_SECONDS", 0.2),
         generated_secrets=generated,
     )
 

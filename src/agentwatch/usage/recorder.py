@@ -47,8 +47,14 @@ class UsageEvent:
 
 
 class UsageRecorder:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession], spill_path: Path) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        spill_path: Path,
+        flush_interval: float = FLUSH_INTERVAL_SECONDS,
+    ) -> None:
         self._sessions = sessions
+        self._flush_interval = flush_interval
         self._spill_path = spill_path
         self._pending: deque[UsageEvent] = deque()
         self._wake = asyncio.Event()
@@ -99,16 +105,16 @@ class UsageRecorder:
         self._spill()
 
     async def _run(self) -> None:
-        backoff = FLUSH_INTERVAL_SECONDS
+        backoff = self._flush_interval
         while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
             try:
                 await self.flush()
-                backoff = FLUSH_INTERVAL_SECONDS
+                backoff = self._flush_interval
             except (SQLAlchemyError, OSError) as exc:
-                backoff = min(backoff * 2, 10.0)
+                backoff = min(backoff * 2, max(10.0, self._flush_interval))
                 log.warning("usage flush failed, %d rows kept for retry: %s", self.pending, exc)
 
     async def _write(self, batch: list[UsageEvent]) -> None:
