@@ -1,6 +1,8 @@
 # AgentWatch: `make run` starts the gateway, `make test` runs every check.
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 export UV_PYTHON := 3.11
+# `make run` applies this declarative config unless AGENTWATCH_CONFIG is already set.
+QUICKSTART_CONFIG := examples/quickstart.yaml
 
 .PHONY: run test lint typecheck pytest install services bench clean
 
@@ -12,7 +14,7 @@ $(UV):
 
 run: install
 	$(UV) run agentwatch db upgrade
-	$(UV) run agentwatch serve
+	AGENTWATCH_CONFIG="$${AGENTWATCH_CONFIG:-$(QUICKSTART_CONFIG)}" $(UV) run agentwatch serve
 
 services:
 	./scripts/ensure-services.sh

@@ -11,6 +11,7 @@ import asyncio
 import os
 import platform
 import secrets
+import shlex
 import signal
 import socket
 import subprocess
@@ -83,8 +84,9 @@ def main() -> None:
         ):
             direct = Target(HOST, upstream_port, CHAT_PATH, PLAIN_BODY, "unused")
             through = Target(HOST, gateway_port, CHAT_PATH, PLAIN_BODY, tenant_key)
-            _wait_until_up(upstream, direct)
-            _wait_until_up(gateway, through)
+            for process, target in ((upstream, direct), (gateway, through)):
+                _wait_until_up(process, target)
+                _check_stream(target)
             rows = _measure_all({"direct": direct, "gateway": through}, args.duration, args.warmup)
     report = _report(rows, args.duration, pin)
     print(report)
@@ -146,6 +148,13 @@ def _wait_until_up(process: subprocess.Popen[bytes], target: Target) -> None:
         time.sleep(0.2)
 
 
+def _check_stream(plain: Target) -> None:
+    stream = Target(plain.host, plain.port, plain.path, STREAM_BODY, plain.api_key)
+    status, body = asyncio.run(fetch(stream))
+    if status != 200 or not body.endswith(b"data: [DONE]\n\n"):
+        raise SystemExit(f"bench: port {plain.port} streamed {status}: {body[-500:]!r}")
+
+
 def _measure_all(targets: dict[str, Target], duration: float, warmup: float) -> list[Row]:
     rows: list[Row] = []
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
@@ -154,17 +163,15 @@ def _measure_all(targets: dict[str, Target], duration: float, warmup: float) -> 
             for mode, target in (("non-stream", plain), ("stream", stream)):
                 for concurrency in (1, 32):
                     print(f"bench: {name} {mode} c={concurrency}", file=sys.stderr, flush=True)
-                    _measure(runner, target, concurrency, warmup)
-                    result = _measure(runner, target, concurrency, duration)
+                    # wrk cannot time the first byte, so streams always use the Python client.
+                    use_wrk = concurrency > 1 and mode == "non-stream" and wrk_available()
+                    for seconds in (warmup, duration):
+                        if use_wrk:
+                            result = run_wrk(target, concurrency, seconds)
+                        else:
+                            result = runner.run(run_python(target, concurrency, seconds))
                     rows.append(Row(name, mode, concurrency, result))
     return rows
-
-
-def _measure(runner: asyncio.Runner, target: Target, concurrency: int, seconds: float) -> Result:
-    # wrk cannot time the first byte, so streams always use the Python client.
-    if concurrency > 1 and target.body == PLAIN_BODY and wrk_available():
-        return run_wrk(target, concurrency, seconds)
-    return runner.run(run_python(target, concurrency, seconds))
 
 
 def _report(rows: list[Row], duration: float, pinned: bool) -> str:
@@ -175,6 +182,7 @@ def _report(rows: list[Row], duration: float, pinned: bool) -> str:
         f"# AgentWatch gateway benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
         f"- machine: {_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"- code: {_git_revision()}; command: `{_command()}`",
         f"- {duration:g} s per row; "
         + (
             "gateway pinned to core 0, upstream and load generator to core 1"
@@ -189,7 +197,9 @@ def _report(rows: list[Row], duration: float, pinned: bool) -> str:
         "|---|---|--:|---|--:|--:|--:|--:|--:|--:|--:|--:|",
     ]
     for row in rows:
-        r, ttfb = row.result, row.result.ttfb_ms
+        r = row.result
+        # Non-stream rows have a first body byte too, but it says nothing there.
+        ttfb = r.ttfb_ms if row.mode == "stream" else None
         ttfb_cells = [ms(ttfb.p50), ms(ttfb.p90), ms(ttfb.p99)] if ttfb else ["", "", ""]
         cells = [
             row.target,
@@ -218,6 +228,19 @@ def _report(rows: list[Row], duration: float, pinned: bool) -> str:
                 f"{ms(after.p99 - before.p99)} |"
             )
     return "\n".join(lines) + "\n"
+
+
+def _command() -> str:
+    return shlex.join(["uv", "run", "python", "bench/run.py", *sys.argv[1:]])
+
+
+def _git_revision() -> str:
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True)
+        return done.stdout.strip()
+
+    revision = git("rev-parse", "--short", "HEAD") or "unknown revision"
+    return revision + (" with uncommitted changes" if git("status", "--porcelain") else "")
 
 
 def _cpu_model() -> str:
