@@ -169,3 +169,13 @@ def test_stream_broken_upstream_ends_with_an_error_event(gateway: Gateway) -> No
             if chunk.choices and chunk.choices[0].delta.content:
                 received.append(chunk.choices[0].delta.content)
     assert received == REPLY_WORDS
+
+
+def test_upstream_connections_are_pooled(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+    sdk = client(gateway)
+    before = len(fake_openai.peers)
+    for _ in range(20):
+        sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    used = set(fake_openai.peers[before:])
+    assert len(fake_openai.peers) - before == 20
+    assert len(used) <= 2, f"20 sequential calls opened {len(used)} upstream connections"
