@@ -127,6 +127,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
             http="httptools",
             lifespan="on",
             access_log=False,
+            proxy_headers=False,
             log_level=settings.log_level.lower(),
             server_header=False,
         )

@@ -5,7 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import aiohttp
 import orjson
 
 from agentwatch.errors import (
@@ -13,6 +12,7 @@ from agentwatch.errors import (
     UpstreamRateLimited,
     UpstreamRejected,
 )
+from agentwatch.http_client import HttpClient
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,31 +51,14 @@ def bypasses_proxy(host: str, port: int | None, no_proxy: str) -> bool:
 
 
 class UpstreamClient:
-    """Owns the aiohttp session; built in the app's lifespan, closed on shutdown."""
+    """The process's one upstream HTTP client and its proxy settings; closed on shutdown."""
 
     def __init__(self, proxies: ProxySettings) -> None:
         self.proxies = proxies
-        self._session: aiohttp.ClientSession | None = None
-
-    @property
-    def session(self) -> aiohttp.ClientSession:
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=0, limit_per_host=0, keepalive_timeout=60, ttl_dns_cache=300
-            )
-            # trust_env stays off: proxies come from Settings, applied per request.
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                json_serialize=lambda obj: orjson.dumps(obj).decode(),
-                auto_decompress=True,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
+        self.http = HttpClient()
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
 
 
 def upstream_error(

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-import aiohttp
 import orjson
 
 from agentwatch.errors import UpstreamError, UpstreamTimeout
+from agentwatch.http_client import HttpClientError, ReadTimedOut, Response
 from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig, Usage
 from agentwatch.upstream import UpstreamClient, upstream_error
 
 CONNECT_TIMEOUT_SECONDS = 10.0
+USER_AGENT = "agentwatch"
 _EVENT_END = b"\n\n"
 
 
@@ -20,18 +21,10 @@ class OpenAIProvider:
         self.config = config
         self._client = client
         self._base = config.base_url.rstrip("/")
-        headers = {"content-type": "application/json", **config.headers}
+        headers = {"Content-Type": "application/json", "User-Agent": USER_AGENT, **config.headers}
         if config.api_key:
-            headers["authorization"] = f"Bearer {config.api_key}"
+            headers["Authorization"] = f"Bearer {config.api_key}"
         self._headers = headers
-        self._timeout = aiohttp.ClientTimeout(
-            total=config.timeout_seconds,
-            sock_connect=CONNECT_TIMEOUT_SECONDS,
-            sock_read=config.timeout_seconds,
-        )
-        self._stream_timeout = aiohttp.ClientTimeout(
-            total=None, sock_connect=CONNECT_TIMEOUT_SECONDS, sock_read=config.timeout_seconds
-        )
 
     async def chat(self, payload: JSONObject) -> ChatResult:
         return await self._complete("/chat/completions", payload)
@@ -45,11 +38,11 @@ class OpenAIProvider:
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-        response = await self._post("/chat/completions", payload, self._stream_timeout)
+        response = await self._post("/chat/completions", payload)
         if response.status >= 400:
             body = await self._read(response)
             raise upstream_error(
-                self.config.name, response.status, body, response.headers.get("retry-after")
+                self.config.name, response.status, body, response.header("retry-after")
             )
         return OpenAIStream(response, self.config.name, forward_usage=forward_usage)
 
@@ -57,11 +50,11 @@ class OpenAIProvider:
         """The shared client is closed by the app; an adapter holds nothing of its own."""
 
     async def _complete(self, path: str, payload: JSONObject) -> ChatResult:
-        response = await self._post(path, payload, self._timeout)
+        response = await self._post(path, payload)
         body = await self._read(response)
         if response.status >= 400:
             raise upstream_error(
-                self.config.name, response.status, body, response.headers.get("retry-after")
+                self.config.name, response.status, body, response.header("retry-after")
             )
         try:
             parsed = orjson.loads(body)
@@ -72,31 +65,31 @@ class OpenAIProvider:
         usage = Usage.from_openai(parsed.get("usage")) if isinstance(parsed, dict) else None
         return ChatResult(body=body, usage=usage)
 
-    async def _post(
-        self, path: str, payload: JSONObject, timeout: aiohttp.ClientTimeout
-    ) -> aiohttp.ClientResponse:
+    async def _post(self, path: str, payload: JSONObject) -> Response:
         url = self._base + path
         try:
-            return await self._client.session.post(
+            return await self._client.http.request(
+                "POST",
                 url,
-                data=orjson.dumps(payload),
                 headers=self._headers,
-                timeout=timeout,
+                body=orjson.dumps(payload),
+                read_timeout=self.config.timeout_seconds,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 proxy=self._client.proxies.proxy_for(url),
             )
-        except TimeoutError as exc:
+        except ReadTimedOut as exc:
             raise UpstreamTimeout(f"upstream provider '{self.config.name}' timed out") from exc
-        except aiohttp.ClientError as exc:
+        except HttpClientError as exc:
             raise UpstreamError(
                 f"upstream provider '{self.config.name}' is unreachable: {exc}"
             ) from exc
 
-    async def _read(self, response: aiohttp.ClientResponse) -> bytes:
+    async def _read(self, response: Response) -> bytes:
         try:
             return await response.read()
-        except TimeoutError as exc:
+        except ReadTimedOut as exc:
             raise UpstreamTimeout(f"upstream provider '{self.config.name}' timed out") from exc
-        except aiohttp.ClientError as exc:
+        except HttpClientError as exc:
             raise UpstreamError(
                 f"upstream provider '{self.config.name}' broke the connection: {exc}"
             ) from exc
@@ -107,14 +100,11 @@ class OpenAIProvider:
 class OpenAIStream:
     """Re-frames the upstream byte stream into whole SSE events and picks out the usage."""
 
-    def __init__(
-        self, response: aiohttp.ClientResponse, provider: str, *, forward_usage: bool
-    ) -> None:
+    def __init__(self, response: Response, provider: str, *, forward_usage: bool) -> None:
         self.usage: Usage | None = None
         self._response = response
         self._provider = provider
         self._forward_usage = forward_usage
-        self._finished = False
         self.content_events = 0
 
     def __aiter__(self) -> AsyncIterator[bytes]:
@@ -123,7 +113,7 @@ class OpenAIStream:
     async def _events(self) -> AsyncIterator[bytes]:
         pending = b""
         try:
-            async for chunk in self._response.content.iter_any():
+            async for chunk in self._response.iter_chunks():
                 pending += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
                 if _EVENT_END not in pending:
                     continue
@@ -135,11 +125,10 @@ class OpenAIStream:
             raise UpstreamTimeout(
                 f"upstream provider '{self._provider}' stalled mid-stream"
             ) from exc
-        except aiohttp.ClientError as exc:
+        except HttpClientError as exc:
             raise UpstreamError(
                 f"upstream provider '{self._provider}' broke the stream: {exc}"
             ) from exc
-        self._finished = True
         if pending.strip() and self._keep(pending.strip()):
             yield pending.strip() + _EVENT_END
 
@@ -161,8 +150,5 @@ class OpenAIStream:
         return True
 
     async def aclose(self) -> None:
-        # A finished stream returns its connection to the pool; an abandoned one must not.
-        if self._finished:
-            self._response.release()
-        else:
-            self._response.close()
+        # A finished stream returns its connection to the pool; an abandoned one is closed.
+        self._response.release()

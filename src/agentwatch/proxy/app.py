@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -45,10 +47,16 @@ Handler = Callable[["ProxyApp", Call, JSONObject, Receive, Send], Awaitable[None
 class ProxyApp:
     def __init__(self, state: Callable[[], AppState]) -> None:
         self._state = state
+        # A random per-process prefix and a counter: unique, and cheaper than urandom per call.
+        self._id_prefix = secrets.token_hex(8)
+        self._id_counter = itertools.count(1)
+
+    def _new_request_id(self) -> str:
+        return f"{self._id_prefix}{next(self._id_counter):016x}"
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = RequestHeaders(scope["headers"])
-        call = Call(request_id=headers.request_id or secrets.token_hex(16), endpoint=scope["path"])
+        call = Call(request_id=headers.request_id or self._new_request_id(), endpoint=scope["path"])
         state = self._state()
         try:
             await self._dispatch(state, call, scope, headers, receive, send)
@@ -57,6 +65,15 @@ class ProxyApp:
             await send_error(send, error, call.request_id)
         except ClientDisconnected:
             call.client_gone()
+        except Exception as exc:
+            # A bug must still answer in OpenAI's shape, and still be metered.
+            log.exception("unhandled error in %s %s", scope["method"], scope["path"])
+            internal = GatewayError(
+                f"internal error ({type(exc).__name__}); request id {call.request_id}"
+            )
+            call.failed(internal)
+            with contextlib.suppress(Exception):
+                await send_error(send, internal, call.request_id)
         finally:
             event = call.usage_event(state.catalog)
             if event is not None:

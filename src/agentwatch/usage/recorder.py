@@ -7,14 +7,15 @@ import contextlib
 import dataclasses
 import logging
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import orjson
-from sqlalchemy import insert
+from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agentwatch.db.models import UsageRecord
 
@@ -45,6 +46,36 @@ class UsageEvent:
     latency_ms: float
     ttft_ms: float | None
 
+    def as_row(self) -> dict[str, object]:
+        return {name: getattr(self, name) for name in _FIELDS}
+
+    def as_tuple(self, stamp: Callable[[datetime], object]) -> tuple[object, ...]:
+        row = [getattr(self, name) for name in _FIELDS]
+        row[_CREATED_AT] = stamp(self.created_at)
+        return tuple(row)
+
+
+_FIELDS = tuple(field.name for field in dataclasses.fields(UsageEvent))
+_CREATED_AT = _FIELDS.index("created_at")
+WRITE_CHUNK = 100
+
+
+def _driver_insert(dialect: Dialect) -> tuple[str, Callable[[datetime], object]]:
+    """A plain driver-level INSERT: SQLAlchemy's per-row bind processing stalled the event
+    loop for milliseconds per batch, and the ledger's columns need none of it."""
+    columns = ", ".join(_FIELDS)
+    if dialect.paramstyle == "numeric_dollar":
+        marks = ", ".join(f"${i}" for i in range(1, len(_FIELDS) + 1))
+    elif dialect.paramstyle == "qmark":
+        marks = ", ".join("?" * len(_FIELDS))
+    else:
+        marks = ", ".join(["%s"] * len(_FIELDS))
+    statement = f"INSERT INTO {UsageRecord.__tablename__} ({columns}) VALUES ({marks})"
+    if dialect.name == "sqlite":
+        # The text form SQLAlchemy's SQLite DateTime reads back, in UTC.
+        return statement, lambda stamp: stamp.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S.%f")
+    return statement, lambda stamp: stamp
+
 
 class UsageRecorder:
     def __init__(
@@ -54,6 +85,7 @@ class UsageRecorder:
         flush_interval: float = FLUSH_INTERVAL_SECONDS,
     ) -> None:
         self._sessions = sessions
+        self._engine: AsyncEngine = sessions.kw["bind"]
         self._flush_interval = flush_interval
         self._spill_path = spill_path
         self._pending: deque[UsageEvent] = deque()
@@ -118,8 +150,12 @@ class UsageRecorder:
                 log.warning("usage flush failed, %d rows kept for retry: %s", self.pending, exc)
 
     async def _write(self, batch: list[UsageEvent]) -> None:
-        async with self._sessions.begin() as session:
-            await session.execute(insert(UsageRecord), [dataclasses.asdict(e) for e in batch])
+        async with self._engine.begin() as connection:
+            statement, stamp = _driver_insert(connection.dialect)
+            rows = [event.as_tuple(stamp) for event in batch]
+            # Small executemany calls let requests run between them.
+            for start in range(0, len(rows), WRITE_CHUNK):
+                await connection.exec_driver_sql(statement, rows[start : start + WRITE_CHUNK])
 
     def _spill(self) -> None:
         if not self._pending:
@@ -127,7 +163,7 @@ class UsageRecorder:
         self._spill_path.parent.mkdir(parents=True, exist_ok=True)
         with self._spill_path.open("ab") as handle:
             for event in self._pending:
-                handle.write(orjson.dumps(dataclasses.asdict(event)) + b"\n")
+                handle.write(orjson.dumps(event.as_row()) + b"\n")
         log.error(
             "database unavailable: kept %d usage rows in %s", len(self._pending), self._spill_path
         )
