@@ -102,10 +102,11 @@ class GatewayConfig(_Strict):
 def expand_variables(text: str, environ: Mapping[str, str]) -> str:
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
-        if name in environ:
-            return environ[name]
-        if default is not None:
-            return default
+        value = environ.get(name)
+        if default is not None and not value:
+            return default  # as in a shell, `:-` also replaces an empty value
+        if value is not None:
+            return value
         raise ConfigError(f"environment variable {name} is not set (use ${{{name}:-default}})")
 
     return _VARIABLE.sub(substitute, text)
@@ -116,14 +117,17 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Gateway
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from exc
-    lines = [
-        line if line.lstrip().startswith("#") else expand_variables(line, environ or os.environ)
-        for line in text.splitlines()
-    ]
+    env = os.environ if environ is None else environ
+    lines: list[str] = []
+    for number, line in enumerate(text.splitlines(), start=1):
+        try:
+            lines.append(line if line.lstrip().startswith("#") else expand_variables(line, env))
+        except ConfigError as exc:
+            raise ConfigError(f"{path}, line {number}: {exc}") from exc
     try:
         raw = yaml.safe_load("\n".join(lines)) or {}
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}") from exc
+        raise ConfigError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from exc
     try:
         return GatewayConfig.model_validate(raw)
     except ValidationError as exc:
@@ -132,6 +136,14 @@ def load_config(path: Path, environ: Mapping[str, str] | None = None) -> Gateway
             for err in exc.errors()
         )
         raise ConfigError(f"{path}: {problems}") from exc
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    # PyYAML's own message spans several lines and quotes the source; keep errors to one line.
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem_mark is not None:
+        mark = exc.problem_mark
+        return f"{exc.problem} at line {mark.line + 1}, column {mark.column + 1}"
+    return " ".join(str(exc).split())
 
 
 async def apply_config(

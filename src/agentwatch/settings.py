@@ -7,6 +7,7 @@ import binascii
 import hashlib
 import json
 import logging
+import math
 import os
 import secrets
 from collections.abc import Mapping
@@ -83,10 +84,10 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         jwt_secret=jwt_secret,
         encryption_key=parse_encryption_key(raw_encryption_key),
         host=env.get("HOST") or "127.0.0.1",
-        port=_int(env, "PORT", 8787),
+        port=_port(env),
         config_path=Path(config) if config else None,
         production=production,
-        max_body_bytes=int(_float(env, "AGENTWATCH_MAX_BODY_MB", 32.0) * 1024 * 1024),
+        max_body_bytes=_max_body_bytes(env),
         admin_email=env.get("AGENTWATCH_ADMIN_EMAIL") or None,
         admin_password=env.get("AGENTWATCH_ADMIN_PASSWORD") or None,
         https_proxy=env.get("HTTPS_PROXY") or env.get("https_proxy") or None,
@@ -157,6 +158,20 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _port(env: Mapping[str, str]) -> int:
+    port = _int(env, "PORT", 8787)
+    if not 1 <= port <= 65535:
+        raise SettingsError(f"PORT must be between 1 and 65535, got {port}")
+    return port
+
+
+def _max_body_bytes(env: Mapping[str, str]) -> int:
+    megabytes = _float(env, "AGENTWATCH_MAX_BODY_MB", 32.0)
+    if not (megabytes > 0 and math.isfinite(megabytes)):
+        raise SettingsError(f"AGENTWATCH_MAX_BODY_MB must be a positive number, got {megabytes}")
+    return int(megabytes * 1024 * 1024)
 
 
 def _float(env: Mapping[str, str], name: str, default: float) -> float:
