@@ -132,15 +132,16 @@ def test_create_admin_then_log_in(gateway: Gateway) -> None:
         ("providers:\n  - {name: a, type: azure}\n", "providers.0.type"),
         ("providers:\n  - {name: a, type: openai, api_key: ${NO_SUCH_KEY}}\n", "NO_SUCH_KEY"),
         ("tenants:\n  - {name: t, api_keys: [too-short]}\n", "at least 20 characters"),
+        ("models:\n  - {name: m, routes: [{provider: ghost, model: x}]}\n", "ghost"),
     ],
-    ids=["yaml", "type", "variable", "tenant-key"],
+    ids=["yaml", "type", "variable", "tenant-key", "unknown-provider"],
 )
 def test_serve_refuses_an_invalid_config(tmp_path: Path, content: str, named: str) -> None:
     config = tmp_path / "gateway.yaml"
     config.write_text(content)
     done = agentwatch(tmp_path, "serve", "--config", str(config), PORT=str(free_port()), **SECRETS)
-    assert done.returncode == 2
-    assert done.stderr.startswith(f"agentwatch: {config}")
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("agentwatch: ")
     assert done.stderr.count("\n") == 1 and named in done.stderr
     assert "Traceback" not in done.stderr
 
@@ -163,3 +164,11 @@ def test_serve_in_production_demands_secrets(tmp_path: Path) -> None:
         "agentwatch: AGENTWATCH_ENV=production requires ENCRYPTION_KEY to be set\n"
     )
     assert not (tmp_path / "data").exists()
+
+
+def test_serve_names_an_unreachable_database(tmp_path: Path) -> None:
+    url = f"postgresql://postgres@127.0.0.1:{free_port()}/nothing"
+    done = agentwatch(tmp_path, "serve", database_url=url, PORT=str(free_port()), **SECRETS)
+    assert done.returncode == 2
+    assert done.stderr.startswith("agentwatch: cannot prepare the database:")
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr

@@ -254,3 +254,14 @@ async def test_the_catalog_resolves_the_alias(sessions: Sessions, tmp_path: Path
     assert route.adapter.config.base_url == "http://127.0.0.1:9/v1"
     assert route.adapter.config.headers == {"x-team": "platform"}
     assert catalog.price_for(org_id, route, "fast") == shipped_prices()["gpt-4o-mini"]
+
+
+def test_values_with_yaml_syntax_survive_expansion(tmp_path: Path) -> None:
+    secret = 'ab#c: [1], "q" #2'
+    content = (
+        "providers:\n  - name: a\n    type: openai\n    api_key: ${SECRET}\n"
+        "tenants:\n  - name: t\n    api_keys: [${KEY}, plain-key-0123456789abcdef]\n"
+    )
+    config = load_config(write(tmp_path, content), {"SECRET": secret, "KEY": secret + "x" * 20})
+    assert config.providers[0].api_key == secret
+    assert config.tenants[0].api_keys == [secret + "x" * 20, "plain-key-0123456789abcdef"]

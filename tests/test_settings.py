@@ -218,3 +218,9 @@ def test_proxy_for_honours_no_proxy() -> None:
     assert proxies.proxy_for("http://vllm:8000/v1") is None
     assert proxies.proxy_for("http://vllm:9000/v1") == "http://plain:3128"
     assert proxies.proxy_for("https://api.openai.com/v1") == "http://secure:3128"
+
+
+def test_no_proxy_ports_apply_to_default_ports() -> None:
+    proxies = ProxySettings(https_proxy="http://proxy:3128", no_proxy="example.com:443")
+    assert proxies.proxy_for("https://example.com/v1") is None
+    assert proxies.proxy_for("https://example.com:8443/v1") == "http://proxy:3128"

@@ -49,12 +49,11 @@ def test_sigterm_under_load_loses_no_usage(
     backend: str, stream: bool, fake_openai: FakeOpenAI, tmp_path: Path
 ) -> None:
     key = new_key()
-    config = standard_config(fake_openai.base_url, key, new_key()) + (
-        "\n  - name: slow-ish-unused\n    api_keys: []\n"
-    )
+    config = standard_config(fake_openai.base_url, key, new_key())
     config = config.replace(
         "models:\n",
-        "models:\n  - name: slow-ish\n    routes:\n      - provider: local\n        model: slow-0.6\n",
+        "models:\n  - name: slow-ish\n    routes:\n"
+        "      - provider: local\n        model: slow-0.6\n",
         1,
     )
     with database(backend, tmp_path) as url:

@@ -12,6 +12,7 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentwatch.admin.routes import router as admin_router
 from agentwatch.bootstrap import bootstrap
@@ -74,6 +75,29 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Gatew
     return Gateway(api, ProxyApp(lambda: api.state.agentwatch))
 
 
+async def prepare_database(settings: Settings, config: GatewayConfig | None) -> None:
+    """Migrate, then apply the start-up state; `serve` runs this before binding its port so
+    a bad config or an unreachable database is a one-line error, not a failed lifespan."""
+    engine = create_engine(settings.database_url)
+    try:
+        await upgrade_database(engine)
+        await _bootstrap(session_factory(engine), settings, config)
+    finally:
+        await engine.dispose()
+
+
+async def _bootstrap(
+    sessions: async_sessionmaker[AsyncSession], settings: Settings, config: GatewayConfig | None
+) -> int:
+    return await bootstrap(
+        sessions,
+        encryption_key=settings.encryption_key,
+        config=config,
+        admin_email=settings.admin_email,
+        admin_password=settings.admin_password,
+    )
+
+
 async def start_state(settings: Settings, config: GatewayConfig | None) -> AppState:
     if config is None and settings.config_path is not None:
         config = load_config(settings.config_path)
@@ -81,13 +105,7 @@ async def start_state(settings: Settings, config: GatewayConfig | None) -> AppSt
     engine = create_engine(settings.database_url)
     await upgrade_database(engine)
     sessions = session_factory(engine)
-    org_id = await bootstrap(
-        sessions,
-        encryption_key=settings.encryption_key,
-        config=config,
-        admin_email=settings.admin_email,
-        admin_password=settings.admin_password,
-    )
+    org_id = await _bootstrap(sessions, settings, config)
     upstream = UpstreamClient(
         ProxySettings(settings.https_proxy, settings.http_proxy, settings.no_proxy)
     )

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from sqlalchemy import select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentwatch.bootstrap import create_admin, ensure_default_org
@@ -18,7 +19,7 @@ from agentwatch.crypto import hash_tenant_key, key_prefix, new_tenant_key
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
 from agentwatch.db.models import ApiKey, Tenant
-from agentwatch.settings import Settings, SettingsError, load_settings
+from agentwatch.settings import DEV_SECRETS_FILE, Settings, SettingsError, load_settings
 
 log = logging.getLogger("agentwatch")
 
@@ -37,6 +38,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(
         level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    if settings.log_level != "DEBUG":
+        # One line per migration at every start is noise; DEBUG shows them.
+        logging.getLogger("alembic").setLevel(logging.WARNING)
     try:
         args.run(settings, args)
     except (ConfigError, SettingsError, CommandError) as exc:
@@ -103,7 +107,7 @@ def _parser() -> argparse.ArgumentParser:
 def _serve(settings: Settings, args: argparse.Namespace) -> None:
     import uvicorn
 
-    from agentwatch.app import create_app
+    from agentwatch.app import create_app, prepare_database
 
     overrides: dict[str, object] = {}
     if args.config is not None:
@@ -115,12 +119,23 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     settings = settings.with_overrides(**overrides) if overrides else settings
     config: GatewayConfig | None = None
     if settings.config_path is not None:
-        config = load_config(settings.config_path)  # fail fast, before binding the port
+        config = load_config(settings.config_path)
     if settings.generated_secrets:
-        log.warning("running with generated development secrets from %s", settings.data_dir)
+        log.warning(
+            "JWT_SECRET/ENCRYPTION_KEY are not set: using development secrets generated in %s. "
+            "Set both, and AGENTWATCH_ENV=production, before deploying.",
+            settings.data_dir / DEV_SECRETS_FILE,
+        )
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        asyncio.run(prepare_database(settings, config))
+    except (SQLAlchemyError, OSError) as exc:
+        raise CommandError(f"cannot prepare the database: {_first_line(exc)}") from exc
+    # Applied above: the server's start-up needs neither the file nor a second pass.
+    settings = settings.with_overrides(config_path=None)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, config),
+            create_app(settings),
             host=settings.host,
             port=settings.port,
             loop="uvloop",
@@ -207,3 +222,8 @@ async def _ready_engine(settings: Settings) -> AsyncEngine:
     engine = create_engine(settings.database_url)
     await upgrade_database(engine)
     return engine
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]

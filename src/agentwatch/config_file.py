@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import Mapping
@@ -100,16 +101,35 @@ class GatewayConfig(_Strict):
 
 
 def expand_variables(text: str, environ: Mapping[str, str]) -> str:
+    """Expand `${VAR}` and `${VAR:-default}` in one line of YAML.
+
+    A value that stands alone as a YAML scalar is quoted when it holds characters YAML would
+    read as syntax (`#`, `: `, brackets, quotes...), so a secret like `abc #1` stays intact.
+    """
+
     def substitute(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         value = environ.get(name)
         if default is not None and not value:
-            return default  # as in a shell, `:-` also replaces an empty value
-        if value is not None:
+            value = default  # as in a shell, `:-` also replaces an empty value
+        if value is None:
+            raise ConfigError(f"environment variable {name} is not set (use ${{{name}:-default}})")
+        if _PLAIN_SAFE.fullmatch(value) or not _stands_alone(text, match):
             return value
-        raise ConfigError(f"environment variable {name} is not set (use ${{{name}:-default}})")
+        return json.dumps(value)
 
     return _VARIABLE.sub(substitute, text)
+
+
+_PLAIN_SAFE = re.compile(r"[A-Za-z0-9_./@+=~%$-][A-Za-z0-9_./@+=~%$:-]*")
+
+
+def _stands_alone(line: str, match: re.Match[str]) -> bool:
+    before = line[: match.start()].rstrip()
+    after = line[match.end() :].lstrip()
+    opens = before == "" or before.endswith((":", "-", "[", ",", "{"))
+    closes = after == "" or after.startswith(("#", ",", "]", "}"))
+    return opens and closes
 
 
 def load_config(path: Path, environ: Mapping[str, str] | None = None) -> GatewayConfig:

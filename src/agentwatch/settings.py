@@ -6,15 +6,12 @@ import base64
 import binascii
 import hashlib
 import json
-import logging
 import math
 import os
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
-
-log = logging.getLogger(__name__)
 
 DEV_SECRETS_FILE = "dev-secrets.json"
 
@@ -119,13 +116,13 @@ def parse_encryption_key(raw: str) -> bytes:
             return bytes.fromhex(text)
         except ValueError:
             pass
-    for decode in (base64.urlsafe_b64decode, base64.b64decode):
-        try:
-            key = decode(text + "=" * (-len(text) % 4))
-        except (binascii.Error, ValueError):
-            continue
-        if len(key) == 32:
-            return key
+    standard = text.replace("-", "+").replace("_", "/")
+    try:
+        key = base64.b64decode(standard + "=" * (-len(standard) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        key = b""
+    if len(key) == 32:
+        return key
     return hashlib.sha256(text.encode()).digest()
 
 
@@ -142,11 +139,6 @@ def _dev_secrets(data_dir: Path) -> dict[str, str]:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as handle:
         json.dump(fresh, handle)
-    log.warning(
-        "JWT_SECRET/ENCRYPTION_KEY not set: generated development secrets in %s. "
-        "Set both (and AGENTWATCH_ENV=production) before deploying.",
-        path,
-    )
     return fresh
 
 

@@ -26,7 +26,8 @@ class ProxySettings:
         proxy = self.https_proxy if parts.scheme == "https" else self.http_proxy
         if proxy is None:
             return None
-        if self.no_proxy and bypasses_proxy(parts.hostname or "", parts.port, self.no_proxy):
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        if self.no_proxy and bypasses_proxy(parts.hostname or "", port, self.no_proxy):
             return None
         return proxy
 

@@ -176,6 +176,11 @@ class UsageRecorder:
         for row in rows:
             row["created_at"] = datetime.fromisoformat(row["created_at"])
             self._pending.append(UsageEvent(**row))
-        await self.flush()
+        # The rows now live in the queue: whatever is not written goes back to the spill file
+        # at shutdown, so deleting the file first can neither lose nor duplicate a row.
         self._spill_path.unlink()
-        log.info("replayed %d usage rows from %s", len(rows), self._spill_path)
+        log.info("replaying %d usage rows from %s", len(rows), self._spill_path)
+        try:
+            await self.flush()
+        except (SQLAlchemyError, OSError) as exc:
+            log.warning("replay deferred, %d rows kept for retry: %s", self.pending, exc)
