@@ -52,7 +52,7 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Gatew
         title="AgentWatch admin API",
         version="0.1.0",
         openapi_url="/api/openapi.json",
-        docs_url="/api/docs",
+        docs_url=None,  # Swagger UI would load its assets from a CDN; the gateway stays offline
         redoc_url=None,
         lifespan=lambda app: _lifespan(app, settings, config),
     )
