@@ -39,14 +39,14 @@ def database(backend: str, workdir: Path) -> Iterator[str]:
         yield f"sqlite:///{workdir / 'gateway.db'}"
         return
     name = f"agentwatch_test_{secrets.token_hex(6)}"
-    asyncio.run(_pg_admin(f'CREATE DATABASE "{name}"'))
+    asyncio.run(pg_admin(f'CREATE DATABASE "{name}"'))
     try:
         yield f"postgresql://postgres@127.0.0.1:5432/{name}"
     finally:
-        asyncio.run(_pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        asyncio.run(pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
 
 
-async def _pg_admin(statement: str) -> None:
+async def pg_admin(statement: str) -> None:
     connection = await asyncpg.connect(PG_ADMIN_DSN)
     try:
         await connection.execute(statement)
