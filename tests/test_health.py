@@ -7,7 +7,7 @@ from pathlib import Path
 
 import httpx
 
-from tests.support import Gateway, pg_admin, database, new_key
+from tests.support import Gateway, database, new_key, pg_admin
 
 
 def test_healthz_readyz_and_openapi(gateway: Gateway) -> None:
