@@ -27,6 +27,7 @@ from pathlib import Path
 import uvloop
 
 from loadgen import Result, Target, fetch, run_python, run_wrk, wrk_available
+from machine import ForeignCpuMeter, cpu_model, gateway_revision
 
 BENCH_DIR = Path(__file__).resolve().parent
 HOST = "127.0.0.1"
@@ -87,8 +88,10 @@ def main() -> None:
             for process, target in ((upstream, direct), (gateway, through)):
                 _wait_until_up(process, target)
                 _check_stream(target)
+            meter = ForeignCpuMeter([upstream.pid, gateway.pid])
             rows = _measure_all({"direct": direct, "gateway": through}, args.duration, args.warmup)
-    report = _report(rows, args.duration, pin)
+            foreign_cores = meter.cores_used_by_others()
+    report = _report(rows, args.duration, pin, foreign_cores)
     print(report)
     results = BENCH_DIR / "results"
     results.mkdir(exist_ok=True)
@@ -114,8 +117,12 @@ def _process(
         process = subprocess.Popen(
             command, env=env, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin
         )
+    failed = False
     try:
         yield process
+    except BaseException:
+        failed = True
+        raise
     finally:
         process.send_signal(signal.SIGTERM)
         try:
@@ -124,8 +131,8 @@ def _process(
             process.kill()
             process.wait()
             print(f"bench: the {name} ignored SIGTERM for 20 s and was killed", file=sys.stderr)
-        if process.returncode not in (0, -signal.SIGTERM):
-            print(f"bench: the {name} exited with {process.returncode}:", file=sys.stderr)
+        if failed or process.returncode not in (0, -signal.SIGTERM):
+            print(f"bench: the {name} exited with {process.returncode}; its log:", file=sys.stderr)
             print(log_path.read_text(errors="replace")[-5000:], file=sys.stderr)
 
 
@@ -174,15 +181,18 @@ def _measure_all(targets: dict[str, Target], duration: float, warmup: float) -> 
     return rows
 
 
-def _report(rows: list[Row], duration: float, pinned: bool) -> str:
+def _report(rows: list[Row], duration: float, pinned: bool, foreign_cores: float | None) -> str:
     def ms(value: float) -> str:
         return f"{value:.2f}"
 
     lines = [
         f"# AgentWatch gateway benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
         "",
-        f"- machine: {_cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
-        f"- code: {_git_revision()}; command: `{_command()}`",
+        f"- machine: {cpu_model()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        f"- gateway code: {gateway_revision()}; command: `{_command()}`",
+        "- other processes kept "
+        + ("an unknown number of" if foreign_cores is None else f"{foreign_cores:.2f}")
+        + " cores busy on average while this measured",
         f"- {duration:g} s per row; "
         + (
             "gateway pinned to core 0, upstream and load generator to core 1"
@@ -232,22 +242,6 @@ def _report(rows: list[Row], duration: float, pinned: bool) -> str:
 
 def _command() -> str:
     return shlex.join(["uv", "run", "python", "bench/run.py", *sys.argv[1:]])
-
-
-def _git_revision() -> str:
-    def git(*args: str) -> str:
-        done = subprocess.run(["git", *args], cwd=BENCH_DIR, capture_output=True, text=True)
-        return done.stdout.strip()
-
-    revision = git("rev-parse", "--short", "HEAD") or "unknown revision"
-    return revision + (" with uncommitted changes" if git("status", "--porcelain") else "")
-
-
-def _cpu_model() -> str:
-    cpuinfo = Path("/proc/cpuinfo")
-    lines = cpuinfo.read_text().splitlines() if cpuinfo.exists() else []
-    models = [line.partition(":")[2].strip() for line in lines if line.startswith("model name")]
-    return models[0] if models else platform.processor() or "unknown CPU"
 
 
 if __name__ == "__main__":

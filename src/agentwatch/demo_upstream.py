@@ -48,34 +48,26 @@ def _error_body(message: str, kind: str, param: str | None, code: str | None) ->
 def _head(status: int, content_type: bytes, keep_alive: bool, length: int | None) -> bytes:
     framing = b"Transfer-Encoding: chunked" if length is None else b"Content-Length: %d" % length
     connection = b"" if keep_alive else b"Connection: close\r\n"
-    return b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\n%s\r\n" % (
-        status,
-        _REASONS[status],
-        content_type,
-        framing,
-        connection,
-    )
+    head = b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s\r\n%s\r\n"
+    return head % (status, _REASONS[status], content_type, framing, connection)
 
 
 def _json_response(status: int, body: bytes, keep_alive: bool) -> bytes:
     return _head(status, b"application/json", keep_alive, len(body)) + body
 
 
-def _parse_object(body: bytes) -> JsonObject:
+def _parse_request(body: bytes) -> tuple[JsonObject, str]:
+    """The JSON object in the body and the model it names."""
     try:
         payload = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
         raise RequestRejected(f"We could not parse the JSON body of your request: {exc}") from exc
     if not isinstance(payload, dict):
         raise RequestRejected("The request body must be a JSON object.")
-    return payload
-
-
-def _model_of(payload: JsonObject) -> str:
     model = payload.get("model")
     if not isinstance(model, str) or not model:
         raise RequestRejected("you must provide a model parameter", "model")
-    return model
+    return payload, model
 
 
 def _usage(prompt_tokens: int) -> JsonObject:
@@ -88,22 +80,18 @@ def _usage(prompt_tokens: int) -> JsonObject:
 
 
 def _chat(body: bytes, keep_alive: bool) -> bytes:
-    payload = _parse_object(body)
-    model = _model_of(payload)
+    payload, model = _parse_request(body)
     if not isinstance(payload.get("messages"), list):
         raise RequestRejected("'messages' is a required property", "messages")
     prompt_tokens = max(1, len(body) // 4)
-    completion_id = f"chatcmpl-demo{next(_ids):020d}"
-    created = int(time.time())
+    base = {"id": f"chatcmpl-demo{next(_ids):020d}", "created": int(time.time()), "model": model}
     if payload.get("stream") is True:
         options = payload.get("stream_options")
         include_usage = isinstance(options, dict) and options.get("include_usage") is True
-        return _chat_stream(completion_id, created, model, prompt_tokens, include_usage, keep_alive)
+        return _chat_stream(base, prompt_tokens, include_usage, keep_alive)
     completion = {
-        "id": completion_id,
+        **base,
         "object": "chat.completion",
-        "created": created,
-        "model": model,
         "choices": [
             {
                 "index": 0,
@@ -119,19 +107,12 @@ def _chat(body: bytes, keep_alive: bool) -> bytes:
 
 
 def _chat_stream(
-    completion_id: str,
-    created: int,
-    model: str,
-    prompt_tokens: int,
-    include_usage: bool,
-    keep_alive: bool,
+    base: JsonObject, prompt_tokens: int, include_usage: bool, keep_alive: bool
 ) -> bytes:
     def chunk(delta: JsonObject, finish_reason: str | None) -> JsonObject:
         event: JsonObject = {
-            "id": completion_id,
+            **base,
             "object": "chat.completion.chunk",
-            "created": created,
-            "model": model,
             "system_fingerprint": None,
             "choices": [
                 {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
@@ -160,8 +141,7 @@ def _chat_stream(
 
 
 def _embeddings(body: bytes, keep_alive: bool) -> bytes:
-    payload = _parse_object(body)
-    model = _model_of(payload)
+    payload, model = _parse_request(body)
     raw = payload.get("input")
     if isinstance(raw, str) or (isinstance(raw, list) and raw and isinstance(raw[0], int)):
         inputs = 1  # one string, or one pre-tokenised input
