@@ -66,6 +66,10 @@ models:
     routes:
       - provider: local
         model: stream-forever
+  - name: spaced
+    routes:
+      - provider: local
+        model: spaced-crlf
   - name: breaking
     routes:
       - provider: local

@@ -8,6 +8,7 @@ The upstream model id picks the behaviour, so a gateway config can route aliases
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from collections.abc import AsyncIterator
@@ -109,8 +110,9 @@ class FakeOpenAI:
         model = body["model"]
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
+        frame = _spaced_crlf_frame if model == "spaced-crlf" else _compact_frame
         async for chunk in _chunks(model):
-            await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            await response.write(frame(chunk))
         if model == "stream-break":
             assert request.transport is not None
             request.transport.close()
@@ -118,7 +120,7 @@ class FakeOpenAI:
         options = body.get("stream_options") or {}
         if options.get("include_usage"):
             final = _chunk(model, None, None) | {"choices": [], "usage": _usage()}
-            await response.write(b"data: " + orjson.dumps(final) + b"\n\n")
+            await response.write(frame(final))
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -155,6 +157,16 @@ async def _chunks(model: str) -> AsyncIterator[dict[str, Any]]:
         yield _chunk(model, {"content": word}, None)
     if model != "stream-break":
         yield _chunk(model, {}, "stop")
+
+
+def _compact_frame(chunk: dict[str, Any]) -> bytes:
+    return b"data: " + orjson.dumps(chunk) + b"\n\n"
+
+
+def _spaced_crlf_frame(chunk: dict[str, Any]) -> bytes:
+    # Some OpenAI-compatible servers pretty-print and end lines with CRLF.
+    with_nulls = {"usage": None, **chunk}
+    return b"data: " + json.dumps(with_nulls, indent=1).replace("\n", " ").encode() + b"\r\n\r\n"
 
 
 def _chunk(model: str, delta: dict[str, Any] | None, finish: str | None) -> dict[str, Any]:

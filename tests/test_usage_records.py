@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from tests.fake_openai import CACHED_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS
+from tests.fake_openai import CACHED_TOKENS, COMPLETION_TOKENS, PROMPT_TOKENS, REPLY_WORDS
 from tests.support import Gateway
 
 MESSAGES = [{"role": "user", "content": "Say hello"}]
@@ -60,6 +60,18 @@ def test_streaming_row_has_exact_usage_and_ttft(gateway: Gateway) -> None:
     assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
     assert row["cost_usd"] == pytest.approx(GPT_4O_MINI_COST, abs=1e-12)
     assert 0 < row["ttft_ms"] <= row["latency_ms"]  # type: ignore[operator]
+
+
+def test_streamed_usage_is_found_in_pretty_printed_crlf_events(gateway: Gateway) -> None:
+    raw = sdk(gateway).chat.completions.with_raw_response.create(
+        model="spaced",
+        messages=MESSAGES,  # type: ignore[arg-type]
+        stream=True,
+    )
+    chunks = list(raw.parse())
+    assert [c.choices[0].delta.content for c in chunks if c.choices][1:-1] == list(REPLY_WORDS)
+    row = row_for(gateway, raw.headers["x-request-id"])
+    assert (row["prompt_tokens"], row["completion_tokens"]) == (PROMPT_TOKENS, COMPLETION_TOKENS)
 
 
 def test_configured_price_overrides_the_catalogue(gateway: Gateway) -> None:

@@ -89,10 +89,11 @@ class Response:
     async def iter_chunks(self) -> AsyncIterator[bytes]:
         while True:
             if self._chunks:
-                chunk = self._chunks.popleft()
-                self._buffered -= len(chunk)
-                if self._buffered < HIGH_WATER_BYTES:
-                    self._connection.resume()
+                # Whatever has arrived goes out as one piece: fewer, larger writes downstream.
+                chunk = self._chunks.popleft() if len(self._chunks) == 1 else b"".join(self._chunks)
+                self._chunks.clear()
+                self._buffered = 0
+                self._connection.resume()
                 yield chunk
                 continue
             if self._error is not None:

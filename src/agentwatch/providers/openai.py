@@ -135,7 +135,7 @@ class OpenAIStream:
     def _keep(self, event: bytes) -> bool:
         if b'"content"' in event:
             self.content_events += 1
-        if b'"usage"' not in event or not event.startswith(b"data:"):
+        if not event.startswith(b"data:") or not _carries_usage(event):
             return bool(event)
         try:
             chunk = orjson.loads(event[5:])
@@ -152,3 +152,13 @@ class OpenAIStream:
     async def aclose(self) -> None:
         # A finished stream returns its connection to the pool; an abandoned one is closed.
         self._response.release()
+
+
+def _carries_usage(event: bytes) -> bool:
+    """True when the event has a `usage` object; with include_usage every chunk has
+    `"usage": null`, and only the last one is worth a JSON parse."""
+    at = event.find(b'"usage"')
+    if at < 0:
+        return False
+    rest = event[at + 7 : at + 40].lstrip(b" \t:")
+    return rest.startswith(b"{")
