@@ -97,9 +97,9 @@ def gateway(
             database_url=url,
             config=standard_config(fake_openai.base_url, tenant_key, other_key),
             env={"UPSTREAM_KEY": "upstream-secret", "CI_TENANT_KEY": tenant_key},
+            tenant_key=tenant_key,
+            restricted_key=other_key,
         )
-        gw.tenant_key = tenant_key  # type: ignore[attr-defined]
-        gw.restricted_key = other_key  # type: ignore[attr-defined]
         gw.start()
         try:
             yield gw

@@ -64,6 +64,8 @@ class Gateway:
     env: dict[str, str] = field(default_factory=dict)
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    tenant_key: str = ""
+    restricted_key: str = ""
     _token: str | None = None
 
     @property

@@ -17,7 +17,7 @@ def post(gateway: Gateway, path: str, content: bytes, key: str | None = None) ->
         gateway.url + path,
         content=content,
         headers={
-            "authorization": f"Bearer {key or gateway.tenant_key}",  # type: ignore[attr-defined]
+            "authorization": f"Bearer {key or gateway.tenant_key}",
             "content-type": "application/json",
         },
         timeout=30,
@@ -103,7 +103,7 @@ def test_unknown_key_is_401_before_the_body_is_read(gateway: Gateway) -> None:
 
 
 def test_declared_huge_body_is_413_without_reading_it(gateway: Gateway) -> None:
-    key = gateway.tenant_key  # type: ignore[attr-defined]
+    key = gateway.tenant_key
     head = (
         f"POST {CHAT} HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
         f"Content-Type: application/json\r\nContent-Length: {64 * 1024 * 1024}\r\n\r\n"
@@ -122,7 +122,7 @@ def test_streamed_huge_body_is_413(gateway: Gateway) -> None:
     streamed = httpx.post(
         gateway.url + CHAT,
         content=chunks,
-        headers={"authorization": f"Bearer {gateway.tenant_key}"},  # type: ignore[attr-defined]
+        headers={"authorization": f"Bearer {gateway.tenant_key}"},
         timeout=60,
     )
     assert_openai_error(streamed, 413)
@@ -135,7 +135,7 @@ def test_unknown_endpoint_is_404_json(gateway: Gateway) -> None:
 def test_wrong_method_is_405_json(gateway: Gateway) -> None:
     response = httpx.get(
         gateway.url + CHAT,
-        headers={"authorization": f"Bearer {gateway.tenant_key}"},  # type: ignore[attr-defined]
+        headers={"authorization": f"Bearer {gateway.tenant_key}"},
     )
     assert_openai_error(response, 405)
 

@@ -20,7 +20,7 @@ MESSAGES: list[dict[str, str]] = [{"role": "user", "content": "Say hello"}]
 def client(gateway: Gateway, key: str | None = None, **kwargs: object) -> openai.OpenAI:
     return openai.OpenAI(
         base_url=f"{gateway.url}/v1",
-        api_key=key or gateway.tenant_key,  # type: ignore[attr-defined]
+        api_key=key or gateway.tenant_key,
         max_retries=0,
         **kwargs,  # type: ignore[arg-type]
     )
@@ -43,7 +43,7 @@ def test_response_carries_request_id(gateway: Gateway) -> None:
     assert len(raw.headers["x-request-id"]) >= 16
     echoed = httpx.post(
         f"{gateway.url}/v1/chat/completions",
-        headers={"x-api-key": gateway.tenant_key, "x-request-id": "trace-123"},  # type: ignore[attr-defined]
+        headers={"x-api-key": gateway.tenant_key, "x-request-id": "trace-123"},
         json={"model": "gpt-4o-mini", "messages": MESSAGES},
     )
     assert echoed.status_code == 200 and echoed.headers["x-request-id"] == "trace-123"
@@ -88,7 +88,7 @@ def test_embeddings(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
 def test_models_lists_the_aliases_this_key_may_use(gateway: Gateway) -> None:
     everything = {m.id for m in client(gateway).models.list()}
     assert {"gpt-4o-mini", "embedder", "broken"} <= everything
-    restricted = client(gateway, gateway.restricted_key)  # type: ignore[attr-defined]
+    restricted = client(gateway, gateway.restricted_key)
     assert [m.id for m in restricted.models.list()] == ["gpt-4o-mini"]
     assert restricted.models.retrieve("gpt-4o-mini").id == "gpt-4o-mini"
     with pytest.raises(openai.NotFoundError):
@@ -96,7 +96,7 @@ def test_models_lists_the_aliases_this_key_may_use(gateway: Gateway) -> None:
 
 
 def test_restricted_key_cannot_use_other_models(gateway: Gateway) -> None:
-    restricted = client(gateway, gateway.restricted_key)  # type: ignore[attr-defined]
+    restricted = client(gateway, gateway.restricted_key)
     with pytest.raises(openai.PermissionDeniedError):
         restricted.chat.completions.create(model="embedder", messages=MESSAGES)  # type: ignore[arg-type]
 
