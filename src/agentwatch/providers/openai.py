@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 
 import orjson
 
@@ -67,7 +68,7 @@ class OpenAIProvider:
 
     async def _post(self, path: str, payload: JSONObject) -> Response:
         url = self._base + path
-        try:
+        with upstream_failures(self.config.name, "is unreachable"):
             return await self._client.http.request(
                 "POST",
                 url,
@@ -77,24 +78,24 @@ class OpenAIProvider:
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,
                 proxy=self._client.proxies.proxy_for(url),
             )
-        except ReadTimedOut as exc:
-            raise UpstreamTimeout(f"upstream provider '{self.config.name}' timed out") from exc
-        except HttpClientError as exc:
-            raise UpstreamError(
-                f"upstream provider '{self.config.name}' is unreachable: {exc}"
-            ) from exc
 
     async def _read(self, response: Response) -> bytes:
         try:
-            return await response.read()
-        except ReadTimedOut as exc:
-            raise UpstreamTimeout(f"upstream provider '{self.config.name}' timed out") from exc
-        except HttpClientError as exc:
-            raise UpstreamError(
-                f"upstream provider '{self.config.name}' broke the connection: {exc}"
-            ) from exc
+            with upstream_failures(self.config.name, "broke the connection"):
+                return await response.read()
         finally:
             response.release()
+
+
+@contextmanager
+def upstream_failures(provider: str, what: str) -> Iterator[None]:
+    """Turn transport failures into the gateway errors routing and clients understand."""
+    try:
+        yield
+    except ReadTimedOut as exc:
+        raise UpstreamTimeout(f"upstream provider '{provider}' timed out") from exc
+    except HttpClientError as exc:
+        raise UpstreamError(f"upstream provider '{provider}' {what}: {exc}") from exc
 
 
 class OpenAIStream:
@@ -112,7 +113,7 @@ class OpenAIStream:
 
     async def _events(self) -> AsyncIterator[bytes]:
         pending = b""
-        try:
+        with upstream_failures(self._provider, "broke the stream"):
             async for chunk in self._response.iter_chunks():
                 pending += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
                 if _EVENT_END not in pending:
@@ -121,14 +122,6 @@ class OpenAIStream:
                 out = [e for e in complete.split(_EVENT_END) if self._keep(e)]
                 if out:
                     yield _EVENT_END.join(out) + _EVENT_END
-        except TimeoutError as exc:
-            raise UpstreamTimeout(
-                f"upstream provider '{self._provider}' stalled mid-stream"
-            ) from exc
-        except HttpClientError as exc:
-            raise UpstreamError(
-                f"upstream provider '{self._provider}' broke the stream: {exc}"
-            ) from exc
         if pending.strip() and self._keep(pending.strip()):
             yield pending.strip() + _EVENT_END
 

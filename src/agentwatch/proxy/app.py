@@ -21,7 +21,7 @@ from agentwatch.errors import (
     UnknownModel,
     UpstreamError,
 )
-from agentwatch.providers.base import ChatStream, JSONObject, Provider
+from agentwatch.providers.base import ChatResult, ChatStream, JSONObject, Provider
 from agentwatch.proxy import validation
 from agentwatch.proxy.asgi_io import (
     SSE_HEADERS,
@@ -149,10 +149,7 @@ class ProxyApp:
             stream = await adapter.stream_chat(payload, forward_usage=forward_usage)
             await self._relay_stream(call, stream, receive, send)
             return
-        result = await adapter.chat(payload)
-        call.usage = result.usage
-        call.mark_first_byte()
-        await send_json(send, 200, result.body, call.request_id)
+        await _answer(call, await adapter.chat(payload), send)
 
     async def embeddings(
         self, call: Call, payload: JSONObject, receive: Receive, send: Send
@@ -160,10 +157,7 @@ class ProxyApp:
         validation.check_embeddings(payload)
         route, adapter = self._resolve(call)
         payload["model"] = route.upstream_model
-        result = await adapter.embeddings(payload)
-        call.usage = result.usage
-        call.mark_first_byte()
-        await send_json(send, 200, result.body, call.request_id)
+        await _answer(call, await adapter.embeddings(payload), send)
 
     async def _relay_stream(
         self, call: Call, stream: ChatStream, receive: Receive, send: Send
@@ -223,6 +217,12 @@ class ProxyApp:
         if wanted not in names:
             raise NotFound(f"the model '{wanted}' does not exist", code="model_not_found")
         await send_json(send, 200, orjson.dumps(_model_card(wanted)), call.request_id)
+
+
+async def _answer(call: Call, result: ChatResult, send: Send) -> None:
+    call.usage = result.usage
+    call.mark_first_byte()
+    await send_json(send, 200, result.body, call.request_id)
 
 
 def _model_card(name: str) -> JSONObject:
