@@ -150,6 +150,7 @@ class _Connection(asyncio.Protocol):
         self._head: asyncio.Future[Response] | None = None
         self._got_bytes = False
         self._keep_alive = True
+        self._ends_at_close = False
         self._timeout = 0.0
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
@@ -180,7 +181,14 @@ class _Connection(asyncio.Protocol):
         self._stop_timer()
         if self._tunnel is not None and not self._tunnel.done():
             self._tunnel.set_exception(ConnectFailed("proxy closed the connection"))
+        if self._ends_at_close and self._response is not None and not self._head_pending:
+            # No Content-Length and not chunked (HTTP/1.0 style): the close ends the body.
+            self._response._finish(None)
         self._fail(ConnectionClosed("the server closed the connection"))
+
+    @property
+    def _head_pending(self) -> bool:
+        return self._head is not None and not self._head.done()
 
     # httptools callbacks
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -192,6 +200,11 @@ class _Connection(asyncio.Protocol):
         assert response is not None
         response.status = self._parser.get_status_code()
         self._keep_alive = self._parser.should_keep_alive()
+        framed = any(
+            name.lower() in (b"content-length", b"transfer-encoding")
+            for name, _ in response.raw_headers
+        )
+        self._ends_at_close = not framed and response.status not in (204, 304)
         if self._head is not None and not self._head.done():
             self._head.set_result(response)
 
@@ -210,6 +223,7 @@ class _Connection(asyncio.Protocol):
         self._response = Response(self)
         self._head = self._loop.create_future()
         self._got_bytes = False
+        self._ends_at_close = False
         self._arm(timeout)
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
