@@ -100,6 +100,14 @@ class UpstreamRateLimited(UpstreamError):
     code = "rate_limit_exceeded"
 
 
+class UpstreamOverloaded(UpstreamError):
+    """The provider is overloaded (Anthropic's 529, Gemini's 503): retryable elsewhere."""
+
+    status = 503
+    type = "overloaded_error"
+    code = "upstream_overloaded"
+
+
 class UpstreamRejected(UpstreamError):
     """The provider refused the request itself (bad parameters, context length): not retryable."""
 

@@ -4,16 +4,21 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
 
 JSONObject = dict[str, Any]
 
 
 @dataclass(slots=True)
 class Usage:
+    """Token counts in OpenAI's sense: `prompt_tokens` includes cached and cache-write tokens."""
+
     prompt_tokens: int = 0
     completion_tokens: int = 0
-    cached_tokens: int = 0
+    cached_tokens: int = 0  # prompt tokens read from the provider's prompt cache
+    cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic's cache creation)
 
     @classmethod
     def from_openai(cls, usage: JSONObject | None) -> Usage | None:
@@ -44,12 +49,38 @@ class ProviderConfig:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-@dataclass(slots=True)
 class ChatResult:
-    """A complete response in the pivot (OpenAI) format, as bytes ready for the client."""
+    """A complete response, held as bytes, as a parsed object, or both: each side is made
+    from the other only when asked for, so pass-through never parses and translation never
+    serialises twice."""
 
-    body: bytes
-    usage: Usage | None
+    __slots__ = ("_body", "_data", "usage")
+
+    def __init__(
+        self,
+        *,
+        usage: Usage | None,
+        body: bytes | None = None,
+        data: JSONObject | None = None,
+    ) -> None:
+        if body is None and data is None:
+            raise ValueError("a ChatResult needs a body or data")
+        self._body = body
+        self._data = data
+        self.usage = usage
+
+    @property
+    def body(self) -> bytes:
+        if self._body is None:
+            self._body = orjson.dumps(self._data)
+        return self._body
+
+    @property
+    def data(self) -> JSONObject:
+        if self._data is None:
+            parsed = orjson.loads(self.body)
+            self._data = parsed if isinstance(parsed, dict) else {"value": parsed}
+        return self._data
 
 
 class ChatStream(Protocol):
@@ -64,6 +95,15 @@ class ChatStream(Protocol):
 
 
 class Provider(Protocol):
+    """Every adapter speaks the pivot: OpenAI chat completions, in and out.
+
+    `chat` and `embeddings` take an OpenAI request body whose `model` is already the upstream
+    model id and return an OpenAI response. `stream_chat` returns a stream of OpenAI
+    `chat.completion.chunk` SSE events ending with `data: [DONE]`; its `usage` is set once the
+    upstream reports it (the final usage-only chunk is forwarded only if `forward_usage`).
+    Upstream failures raise `agentwatch.errors.UpstreamError` subclasses.
+    """
+
     config: ProviderConfig
 
     async def chat(self, payload: JSONObject) -> ChatResult: ...
@@ -73,3 +113,21 @@ class Provider(Protocol):
     async def embeddings(self, payload: JSONObject) -> ChatResult: ...
 
     async def close(self) -> None: ...
+
+
+@runtime_checkable
+class NativeMessages(Protocol):
+    """An adapter that can take Anthropic Messages requests as they are (no translation)."""
+
+    async def messages(self, payload: JSONObject) -> ChatResult: ...
+
+    async def stream_messages(self, payload: JSONObject) -> ChatStream: ...
+
+
+@runtime_checkable
+class NativeResponses(Protocol):
+    """An adapter that can take OpenAI Responses API requests as they are."""
+
+    async def responses(self, payload: JSONObject) -> ChatResult: ...
+
+    async def stream_responses(self, payload: JSONObject) -> ChatStream: ...

@@ -1,0 +1,1 @@
+"""Front-end API shapes (Anthropic Messages, OpenAI Responses) translated onto the pivot."""
