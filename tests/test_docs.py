@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agentwatch.cli import _parser
 from agentwatch.providers.registry import known_types
-from agentwatch.proxy.app import _POST_ROUTES
+from agentwatch.proxy.app import POST_ENDPOINTS
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIGURATION = (ROOT / "docs" / "configuration.md").read_text()
@@ -41,7 +41,7 @@ def test_every_cli_command_is_in_the_readme() -> None:
 
 
 def test_every_proxy_endpoint_is_documented() -> None:
-    for path in [*_POST_ROUTES, "/v1/models"]:
+    for path in [*POST_ENDPOINTS, "/v1/models"]:
         assert f"`POST {path}`" in API or f"`GET {path}`" in API, path
 
 

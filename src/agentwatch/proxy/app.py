@@ -7,7 +7,7 @@ import contextlib
 import itertools
 import logging
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 import orjson
 
@@ -21,7 +21,13 @@ from agentwatch.errors import (
     UnknownModel,
     UpstreamError,
 )
-from agentwatch.providers.base import ChatResult, ChatStream, JSONObject, Provider
+from agentwatch.frontends.anthropic_messages import (
+    anthropic_error_body,
+    handle_count_tokens,
+    handle_messages,
+)
+from agentwatch.frontends.openai_responses import handle_responses
+from agentwatch.providers.base import ChatStream, JSONObject, Provider, Usage
 from agentwatch.proxy import validation
 from agentwatch.proxy.asgi_io import (
     SSE_HEADERS,
@@ -37,11 +43,11 @@ from agentwatch.proxy.asgi_io import (
     wait_for_disconnect,
 )
 from agentwatch.proxy.call import Call
+from agentwatch.proxy.frontend import Endpoint, StreamTranslator
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import Principal
 
 log = logging.getLogger(__name__)
-Handler = Callable[["ProxyApp", Call, JSONObject, Receive, Send], Awaitable[None]]
 
 
 class ProxyApp:
@@ -62,7 +68,7 @@ class ProxyApp:
             await self._dispatch(state, call, scope, headers, receive, send)
         except GatewayError as error:
             call.failed(error)
-            await send_error(send, error, call.request_id)
+            await send_error(send, error, call.request_id, call.render_error(error))
         except ClientDisconnected:
             call.client_gone()
         except Exception as exc:
@@ -73,7 +79,7 @@ class ProxyApp:
             )
             call.failed(internal)
             with contextlib.suppress(Exception):
-                await send_error(send, internal, call.request_id)
+                await send_error(send, internal, call.request_id, call.render_error(internal))
         finally:
             event = call.usage_event(state.catalog)
             if event is not None:
@@ -95,9 +101,10 @@ class ProxyApp:
             principal = await self._authenticate(state, headers)
             await self._models(state, principal, path, call, send)
             return
-        handler = _POST_ROUTES.get(path)
-        if handler is None:
+        endpoint = POST_ENDPOINTS.get(path)
+        if endpoint is None:
             raise NotFound(f"unknown endpoint {method} {scope['path']}")
+        call.render_error = endpoint.render_error
         if method != "POST":
             raise InvalidRequest(f"{method} is not allowed on {path}; use POST", status=405)
         call.endpoint = path
@@ -107,7 +114,7 @@ class ProxyApp:
         call.body_bytes = len(body)
         payload = validation.parse_json_object(body)
         call.model = validation.model_name(payload)
-        await handler(self, call, payload, receive, send)
+        await endpoint.handler(self, call, payload, receive, send)
 
     async def _authenticate(self, state: AppState, headers: RequestHeaders) -> Principal:
         if headers.api_key is None:
@@ -119,7 +126,7 @@ class ProxyApp:
             raise AuthenticationFailed("invalid API key")
         return principal
 
-    def _resolve(self, call: Call) -> tuple[Route, Provider]:
+    def resolve(self, call: Call) -> tuple[Route, Provider]:
         state = self._state()
         principal = call.principal
         assert principal is not None
@@ -141,26 +148,38 @@ class ProxyApp:
         self, call: Call, payload: JSONObject, receive: Receive, send: Send
     ) -> None:
         validation.check_chat(payload)
-        route, adapter = self._resolve(call)
+        route, adapter = self.resolve(call)
         payload["model"] = route.upstream_model
         if validation.wants_stream(payload):
             call.stream = True
             forward_usage = validation.wants_stream_usage(payload)
             stream = await adapter.stream_chat(payload, forward_usage=forward_usage)
-            await self._relay_stream(call, stream, receive, send)
+            await self.relay(call, stream, receive, send)
             return
-        await _answer(call, await adapter.chat(payload), send)
+        result = await adapter.chat(payload)
+        await self.answer(call, result.body, result.usage, send)
 
     async def embeddings(
         self, call: Call, payload: JSONObject, receive: Receive, send: Send
     ) -> None:
         validation.check_embeddings(payload)
-        route, adapter = self._resolve(call)
+        route, adapter = self.resolve(call)
         payload["model"] = route.upstream_model
-        await _answer(call, await adapter.embeddings(payload), send)
+        result = await adapter.embeddings(payload)
+        await self.answer(call, result.body, result.usage, send)
 
-    async def _relay_stream(
-        self, call: Call, stream: ChatStream, receive: Receive, send: Send
+    async def answer(self, call: Call, body: bytes, usage: Usage | None, send: Send) -> None:
+        call.usage = usage
+        call.mark_first_byte()
+        await send_json(send, 200, body, call.request_id)
+
+    async def relay(
+        self,
+        call: Call,
+        stream: ChatStream,
+        receive: Receive,
+        send: Send,
+        translator: StreamTranslator | None = None,
     ) -> None:
         """Pass events through as they arrive; a client hang-up stops the upstream read at once."""
         await send(
@@ -170,7 +189,7 @@ class ProxyApp:
                 "headers": [*SSE_HEADERS, *base_headers(call.request_id)],
             }
         )
-        pump = asyncio.ensure_future(self._pump(call, stream, send))
+        pump = asyncio.ensure_future(self._pump(call, stream, send, translator))
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
             await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
@@ -187,22 +206,29 @@ class ProxyApp:
             return
         pump.result()
 
-    async def _pump(self, call: Call, stream: ChatStream, send: Send) -> None:
+    async def _pump(
+        self, call: Call, stream: ChatStream, send: Send, translator: StreamTranslator | None
+    ) -> None:
         try:
             async for event in stream:
-                call.mark_first_byte()
-                await send({"type": "http.response.body", "body": event, "more_body": True})
+                out = event if translator is None else translator.translate(event)
+                if out:
+                    call.mark_first_byte()
+                    await send({"type": "http.response.body", "body": out, "more_body": True})
+            if translator is not None:
+                tail = translator.finish(stream.usage)
+                if tail:
+                    await send({"type": "http.response.body", "body": tail, "more_body": True})
         except GatewayError as error:
-            # Headers are gone already: tell the client in-band, as OpenAI does.
+            # Headers are gone already: tell the client in-band, in its own API's shape.
             call.failed(error)
             log.warning("stream %s failed: %s", call.request_id, error.message)
-            await send(
-                {
-                    "type": "http.response.body",
-                    "body": b"data: " + error.to_json() + b"\n\n",
-                    "more_body": True,
-                }
+            body = (
+                b"data: " + error.to_json() + b"\n\n"
+                if translator is None
+                else translator.error(error)
             )
+            await send({"type": "http.response.body", "body": body, "more_body": True})
         await send({"type": "http.response.body", "body": b"", "more_body": False})
 
     async def _models(
@@ -219,17 +245,14 @@ class ProxyApp:
         await send_json(send, 200, orjson.dumps(_model_card(wanted)), call.request_id)
 
 
-async def _answer(call: Call, result: ChatResult, send: Send) -> None:
-    call.usage = result.usage
-    call.mark_first_byte()
-    await send_json(send, 200, result.body, call.request_id)
-
-
 def _model_card(name: str) -> JSONObject:
     return {"id": name, "object": "model", "created": 0, "owned_by": "agentwatch"}
 
 
-_POST_ROUTES: dict[str, Handler] = {
-    "/v1/chat/completions": ProxyApp.chat_completions,
-    "/v1/embeddings": ProxyApp.embeddings,
+POST_ENDPOINTS: dict[str, Endpoint] = {
+    "/v1/chat/completions": Endpoint(ProxyApp.chat_completions),  # type: ignore[arg-type]
+    "/v1/embeddings": Endpoint(ProxyApp.embeddings),  # type: ignore[arg-type]
+    "/v1/messages": Endpoint(handle_messages, render_error=anthropic_error_body),
+    "/v1/messages/count_tokens": Endpoint(handle_count_tokens, render_error=anthropic_error_body),
+    "/v1/responses": Endpoint(handle_responses),
 }

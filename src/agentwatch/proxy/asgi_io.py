@@ -89,9 +89,11 @@ async def send_json(
     await send({"type": "http.response.body", "body": body})
 
 
-async def send_error(send: Send, error: GatewayError, request_id: str) -> None:
+async def send_error(
+    send: Send, error: GatewayError, request_id: str, body: bytes | None = None
+) -> None:
     extra = [(k.encode(), v.encode()) for k, v in error.headers.items()]
-    await send_json(send, error.status, error.to_json(), request_id, extra)
+    await send_json(send, error.status, body or error.to_json(), request_id, extra)
 
 
 async def wait_for_disconnect(receive: Receive) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -30,6 +31,7 @@ class Call:
     usage: Usage | None = None
     first_byte_at: float | None = None
     body_bytes: int = 0
+    render_error: Callable[[GatewayError], bytes] = GatewayError.to_json
     streamed_events: int = 0
 
     def failed(self, error: GatewayError) -> None:

@@ -1,0 +1,70 @@
+"""What a `/v1` endpoint is made of, and the proxy services its handler may use.
+
+An endpoint is a handler plus the error shape its clients expect. Handlers for other API
+shapes (Anthropic Messages, OpenAI Responses) translate onto the pivot and back through the
+same `ProxyContext` the OpenAI endpoints use, so authentication, routing, metering and
+disconnect handling are never written twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from agentwatch.catalog import Route
+from agentwatch.errors import GatewayError
+from agentwatch.providers.base import ChatStream, JSONObject, Provider, Usage
+from agentwatch.proxy.asgi_io import Receive, Send
+from agentwatch.proxy.call import Call
+
+
+class StreamTranslator(Protocol):
+    """Turns the pivot's SSE events (OpenAI chunks) into another API's stream."""
+
+    def translate(self, events: bytes) -> bytes:
+        """One or more complete pivot events in; zero or more complete output events out."""
+        ...
+
+    def finish(self, usage: Usage | None) -> bytes:
+        """The closing events, once the upstream stream has ended."""
+        ...
+
+    def error(self, error: GatewayError) -> bytes:
+        """An in-band error event, for a failure after the response has started."""
+        ...
+
+
+class ProxyContext(Protocol):
+    def resolve(self, call: Call) -> tuple[Route, Provider]:
+        """The route for `call.model` (checked against the caller's rights), and its adapter;
+        also records the route on the call."""
+        ...
+
+    async def answer(self, call: Call, body: bytes, usage: Usage | None, send: Send) -> None:
+        """Send a complete 200 JSON response and meter `usage`."""
+        ...
+
+    async def relay(
+        self,
+        call: Call,
+        stream: ChatStream,
+        receive: Receive,
+        send: Send,
+        translator: StreamTranslator | None = None,
+    ) -> None:
+        """Stream `stream` to the client as SSE (through `translator` if given) and meter it."""
+        ...
+
+
+Handler = Callable[[ProxyContext, Call, JSONObject, Receive, Send], Awaitable[None]]
+
+
+def openai_error_body(error: GatewayError) -> bytes:
+    return error.to_json()
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    handler: Handler
+    render_error: Callable[[GatewayError], bytes] = openai_error_body
