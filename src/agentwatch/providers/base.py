@@ -121,7 +121,13 @@ class NativeMessages(Protocol):
 
     async def messages(self, payload: JSONObject) -> ChatResult: ...
 
-    async def stream_messages(self, payload: JSONObject) -> ChatStream: ...
+    async def stream_messages(self, payload: JSONObject) -> ChatStream:
+        """Anthropic SSE events as the upstream sent them; `usage` set from them."""
+        ...
+
+    async def count_tokens(self, payload: JSONObject) -> int:
+        """The upstream's own `/v1/messages/count_tokens` answer (`input_tokens`)."""
+        ...
 
 
 @runtime_checkable
