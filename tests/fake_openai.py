@@ -22,6 +22,9 @@ REPLY_WORDS = ["Hello", " from", " the", " fake", " upstream", "."]
 PROMPT_TOKENS = 11
 COMPLETION_TOKENS = len(REPLY_WORDS)
 CACHED_TOKENS = 3
+TOOL_CALL_ID = "call_fake_1"
+TOOL_ARGUMENTS = '{"city": "Paris"}'
+TOOL_REPLY_PREFIX = "Tool result: "
 
 
 @dataclass
@@ -88,6 +91,11 @@ class FakeOpenAI:
             return failure
         if body.get("stream"):
             return await self._stream(request, body)
+        tool = _tool_to_call(body)
+        if tool is not None:
+            return _json(_tool_call_completion(model, tool))
+        if _tool_result(body) is not None:
+            return _json(_text_completion(model, f"{TOOL_REPLY_PREFIX}{_tool_result(body)}"))
         return _json(
             {
                 "id": "chatcmpl-fake",
@@ -111,7 +119,7 @@ class FakeOpenAI:
         response = web.StreamResponse(headers={"content-type": "text/event-stream"})
         await response.prepare(request)
         frame = _spaced_crlf_frame if model == "spaced-crlf" else _compact_frame
-        async for chunk in _chunks(model):
+        async for chunk in _chunks(model, body):
             await response.write(frame(chunk))
         if model == "stream-break":
             assert request.transport is not None
@@ -148,8 +156,26 @@ class FakeOpenAI:
         return _json({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]})
 
 
-async def _chunks(model: str) -> AsyncIterator[dict[str, Any]]:
+async def _chunks(model: str, body: dict[str, Any]) -> AsyncIterator[dict[str, Any]]:
     yield _chunk(model, {"role": "assistant", "content": ""}, None)
+    tool = _tool_to_call(body)
+    if tool is not None:
+        call = {"index": 0, "id": TOOL_CALL_ID, "type": "function"}
+        yield _chunk(
+            model, {"tool_calls": [call | {"function": {"name": tool, "arguments": ""}}]}, None
+        )
+        for piece in ('{"city": ', '"Paris"}'):
+            yield _chunk(
+                model, {"tool_calls": [{"index": 0, "function": {"arguments": piece}}]}, None
+            )
+        yield _chunk(model, {}, "tool_calls")
+        return
+    result = _tool_result(body)
+    if result is not None:
+        yield _chunk(model, {"content": TOOL_REPLY_PREFIX}, None)
+        yield _chunk(model, {"content": result}, None)
+        yield _chunk(model, {}, "stop")
+        return
     words = REPLY_WORDS * (10_000 if model == "stream-forever" else 1)
     for word in words:
         if model == "stream-forever":
@@ -157,6 +183,55 @@ async def _chunks(model: str) -> AsyncIterator[dict[str, Any]]:
         yield _chunk(model, {"content": word}, None)
     if model != "stream-break":
         yield _chunk(model, {}, "stop")
+
+
+def _tool_to_call(body: dict[str, Any]) -> str | None:
+    """The first declared tool's name, when the conversation is waiting for a tool call."""
+    tools = body.get("tools") or []
+    messages = body.get("messages") or []
+    if not tools or (messages and messages[-1].get("role") == "tool"):
+        return None
+    return str(tools[0]["function"]["name"])
+
+
+def _tool_result(body: dict[str, Any]) -> str | None:
+    messages = body.get("messages") or []
+    if messages and messages[-1].get("role") == "tool":
+        content = messages[-1].get("content")
+        if isinstance(content, list):
+            return "".join(part.get("text", "") for part in content)
+        return str(content)
+    return None
+
+
+def _text_completion(model: str, text: str) -> dict[str, Any]:
+    message = {"role": "assistant", "content": text}
+    choice = {"index": 0, "message": message, "finish_reason": "stop", "logprobs": None}
+    return {
+        "id": "chatcmpl-fake",
+        "object": "chat.completion",
+        "created": 1_700_000_000,
+        "model": model,
+        "choices": [choice],
+        "usage": _usage(),
+    }
+
+
+def _tool_call_completion(model: str, tool: str) -> dict[str, Any]:
+    completion = _text_completion(model, "")
+    completion["choices"][0]["message"] = {
+        "role": "assistant",
+        "content": None,
+        "tool_calls": [
+            {
+                "id": TOOL_CALL_ID,
+                "type": "function",
+                "function": {"name": tool, "arguments": TOOL_ARGUMENTS},
+            }
+        ],
+    }
+    completion["choices"][0]["finish_reason"] = "tool_calls"
+    return completion
 
 
 def _compact_frame(chunk: dict[str, Any]) -> bytes:
