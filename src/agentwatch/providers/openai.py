@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 
 import orjson
@@ -47,10 +47,27 @@ class OpenAIProvider:
             )
         return OpenAIStream(response, self.config.name, forward_usage=forward_usage)
 
+    async def responses(self, payload: JSONObject) -> ChatResult:
+        return await self._complete("/responses", payload, read_usage=responses_usage)
+
+    async def stream_responses(self, payload: JSONObject) -> OpenAIResponsesStream:
+        response = await self._post("/responses", payload)
+        if response.status >= 400:
+            body = await self._read(response)
+            raise upstream_error(
+                self.config.name, response.status, body, response.header("retry-after")
+            )
+        return OpenAIResponsesStream(response, self.config.name, forward_usage=True)
+
     async def close(self) -> None:
         """The shared client is closed by the app; an adapter holds nothing of its own."""
 
-    async def _complete(self, path: str, payload: JSONObject) -> ChatResult:
+    async def _complete(
+        self,
+        path: str,
+        payload: JSONObject,
+        read_usage: Callable[[JSONObject | None], Usage | None] = Usage.from_openai,
+    ) -> ChatResult:
         response = await self._post(path, payload)
         body = await self._read(response)
         if response.status >= 400:
@@ -63,7 +80,7 @@ class OpenAIProvider:
             raise UpstreamError(
                 f"upstream provider '{self.config.name}' returned a body that is not JSON"
             ) from exc
-        usage = Usage.from_openai(parsed.get("usage")) if isinstance(parsed, dict) else None
+        usage = read_usage(parsed.get("usage")) if isinstance(parsed, dict) else None
         return ChatResult(body=body, usage=usage)
 
     async def _post(self, path: str, payload: JSONObject) -> Response:
@@ -145,6 +162,44 @@ class OpenAIStream:
     async def aclose(self) -> None:
         # A finished stream returns its connection to the pool; an abandoned one is closed.
         self._response.release()
+
+
+class OpenAIResponsesStream(OpenAIStream):
+    """A Responses API event stream, relayed as it is; usage comes from the final
+    `response.completed` (or `response.incomplete`) event, the only events parsed."""
+
+    def _keep(self, event: bytes) -> bool:
+        if b'.delta"' in event:
+            self.content_events += 1
+        if b'"response.completed"' not in event and b'"response.incomplete"' not in event:
+            return bool(event)
+        data = event[event.find(b"data:") + 5 :] if b"data:" in event else b""
+        try:
+            parsed = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            return True
+        response = parsed.get("response") if isinstance(parsed, dict) else None
+        if isinstance(response, dict):
+            self.usage = responses_usage(response.get("usage")) or self.usage
+        return True
+
+
+def responses_usage(usage: JSONObject | None) -> Usage | None:
+    """A Responses API `usage` object (`input_tokens`, `output_tokens`, cached input) as Usage."""
+    if not isinstance(usage, dict):
+        return None
+    details = usage.get("input_tokens_details")
+    details = details if isinstance(details, dict) else {}
+    return Usage(
+        prompt_tokens=_count(usage.get("input_tokens")),
+        completion_tokens=_count(usage.get("output_tokens")),
+        cached_tokens=_count(details.get("cached_tokens")),
+        cache_write_tokens=_count(details.get("cache_write_tokens")),
+    )
+
+
+def _count(value: object) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 def _carries_usage(event: bytes) -> bool:
