@@ -70,6 +70,7 @@ class FakeOpenAI:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
+        app.router.add_post("/v1/completions", self._legacy_completions)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -151,6 +152,36 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
             }
         )
+
+    async def _legacy_completions(self, request: web.Request) -> web.StreamResponse:
+        body = orjson.loads(await request.read())
+        self.requests.append(body)
+        model = body["model"]
+
+        def piece(text: str, finish: str | None) -> dict[str, Any]:
+            choice = {"index": 0, "text": text, "finish_reason": finish, "logprobs": None}
+            return {
+                "id": "cmpl-fake",
+                "object": "text_completion",
+                "created": 1,
+                "model": model,
+                "choices": [choice],
+            }
+
+        if not body.get("stream"):
+            return _json(piece("".join(REPLY_WORDS), "stop") | {"usage": _usage()})
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for word in REPLY_WORDS:
+            await response.write(_compact_frame(piece(word, None)))
+        await response.write(_compact_frame(piece("", "stop")))
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await response.write(
+                _compact_frame(piece("", None) | {"choices": [], "usage": _usage()})
+            )
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     async def _models(self, _request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model"}]})

@@ -179,3 +179,18 @@ def test_upstream_connections_are_pooled(gateway: Gateway, fake_openai: FakeOpen
     used = set(fake_openai.peers[before:])
     assert len(fake_openai.peers) - before == 20
     assert len(used) <= 2, f"20 sequential calls opened {len(used)} upstream connections"
+
+
+def test_legacy_completions(gateway: Gateway, fake_openai: FakeOpenAI) -> None:
+    sdk = client(gateway)
+    completion = sdk.completions.create(model="gpt-4o-mini", prompt="Say hello")
+    assert completion.choices[0].text == "".join(REPLY_WORDS)
+    assert fake_openai.requests[-1]["prompt"] == "Say hello"
+    streamed = list(sdk.completions.create(model="gpt-4o-mini", prompt="Say hello", stream=True))
+    assert "".join(c.choices[0].text for c in streamed if c.choices) == "".join(REPLY_WORDS)
+    assert all(c.choices for c in streamed)  # the usage chunk was not asked for
+    rows = gateway.wait_for_usage(2, endpoint="/v1/completions")
+    assert {r["stream"] for r in rows} == {True, False}
+    assert all(r["completion_tokens"] == COMPLETION_TOKENS for r in rows)
+    with pytest.raises(openai.BadRequestError):
+        sdk.completions.create(model="gpt-4o-mini", prompt=None)  # type: ignore[arg-type]

@@ -137,3 +137,14 @@ class NativeResponses(Protocol):
     async def responses(self, payload: JSONObject) -> ChatResult: ...
 
     async def stream_responses(self, payload: JSONObject) -> ChatStream: ...
+
+
+@runtime_checkable
+class LegacyCompletions(Protocol):
+    """An adapter whose upstream still serves OpenAI's legacy `/completions`."""
+
+    async def completions(self, payload: JSONObject) -> ChatResult: ...
+
+    async def stream_completions(
+        self, payload: JSONObject, *, forward_usage: bool
+    ) -> ChatStream: ...

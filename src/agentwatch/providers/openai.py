@@ -34,12 +34,23 @@ class OpenAIProvider:
         return await self._complete("/embeddings", payload)
 
     async def stream_chat(self, payload: JSONObject, *, forward_usage: bool) -> OpenAIStream:
+        return await self._stream_with_usage("/chat/completions", payload, forward_usage)
+
+    async def completions(self, payload: JSONObject) -> ChatResult:
+        return await self._complete("/completions", payload)
+
+    async def stream_completions(self, payload: JSONObject, *, forward_usage: bool) -> OpenAIStream:
+        return await self._stream_with_usage("/completions", payload, forward_usage)
+
+    async def _stream_with_usage(
+        self, path: str, payload: JSONObject, forward_usage: bool
+    ) -> OpenAIStream:
         options = payload.get("stream_options")
         payload["stream_options"] = {
             **(options if isinstance(options, dict) else {}),
             "include_usage": True,
         }
-        response = await self._post("/chat/completions", payload)
+        response = await self._post(path, payload)
         if response.status >= 400:
             body = await self._read(response)
             raise upstream_error(

@@ -27,7 +27,7 @@ from agentwatch.frontends.anthropic_messages import (
     handle_messages,
 )
 from agentwatch.frontends.openai_responses import handle_responses
-from agentwatch.providers.base import ChatStream, JSONObject, Provider, Usage
+from agentwatch.providers.base import ChatStream, JSONObject, LegacyCompletions, Provider, Usage
 from agentwatch.proxy import validation
 from agentwatch.proxy.asgi_io import (
     SSE_HEADERS,
@@ -168,6 +168,28 @@ class ProxyApp:
         result = await adapter.embeddings(payload)
         await self.answer(call, result.body, result.usage, send)
 
+    async def completions(
+        self, call: Call, payload: JSONObject, receive: Receive, send: Send
+    ) -> None:
+        """OpenAI's legacy text completions, for upstreams that still serve them."""
+        validation.check_completions(payload)
+        route, adapter = self.resolve(call)
+        if not isinstance(adapter, LegacyCompletions):
+            raise InvalidRequest(
+                f"the provider of model '{call.model}' ({adapter.config.type}) has no legacy "
+                "completions API; use /v1/chat/completions",
+                param="model",
+            )
+        payload["model"] = route.upstream_model
+        if validation.wants_stream(payload):
+            call.stream = True
+            forward_usage = validation.wants_stream_usage(payload)
+            stream = await adapter.stream_completions(payload, forward_usage=forward_usage)
+            await self.relay(call, stream, receive, send)
+            return
+        result = await adapter.completions(payload)
+        await self.answer(call, result.body, result.usage, send)
+
     async def answer(self, call: Call, body: bytes, usage: Usage | None, send: Send) -> None:
         call.usage = usage
         call.mark_first_byte()
@@ -252,6 +274,7 @@ def _model_card(name: str) -> JSONObject:
 POST_ENDPOINTS: dict[str, Endpoint] = {
     "/v1/chat/completions": Endpoint(ProxyApp.chat_completions),  # type: ignore[arg-type]
     "/v1/embeddings": Endpoint(ProxyApp.embeddings),  # type: ignore[arg-type]
+    "/v1/completions": Endpoint(ProxyApp.completions),  # type: ignore[arg-type]
     "/v1/messages": Endpoint(handle_messages, render_error=anthropic_error_body),
     "/v1/messages/count_tokens": Endpoint(handle_count_tokens, render_error=anthropic_error_body),
     "/v1/responses": Endpoint(handle_responses),

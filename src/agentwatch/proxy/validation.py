@@ -48,14 +48,15 @@ def check_chat(payload: JSONObject) -> None:
     options = payload.get("stream_options")
     if options is not None and not isinstance(options, dict):
         raise InvalidRequest("'stream_options' must be an object", param="stream_options")
-    for name in _NUMBERS:
-        value = payload.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
-            raise InvalidRequest(f"'{name}' must be a number", param=name)
-    for name in _INTEGERS:
-        value = payload.get(name)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-            raise InvalidRequest(f"'{name}' must be an integer", param=name)
+    _check_sampling(payload)
+
+
+def check_completions(payload: JSONObject) -> None:
+    prompt = payload.get("prompt")
+    if not (isinstance(prompt, str) or (isinstance(prompt, list) and prompt)):
+        raise InvalidRequest("'prompt' is required: a string or an array", param="prompt")
+    _check_flag(payload, "stream")
+    _check_sampling(payload)
 
 
 def check_embeddings(payload: JSONObject) -> None:
@@ -78,6 +79,17 @@ def _embeddable(item: object) -> bool:
     return isinstance(item, list) and all(
         isinstance(t, int) and not isinstance(t, bool) for t in item
     )
+
+
+def _check_sampling(payload: JSONObject) -> None:
+    for name in _NUMBERS:
+        value = payload.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+            raise InvalidRequest(f"'{name}' must be a number", param=name)
+    for name in _INTEGERS:
+        value = payload.get(name)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            raise InvalidRequest(f"'{name}' must be an integer", param=name)
 
 
 def wants_stream(payload: JSONObject) -> bool:
