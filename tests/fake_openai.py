@@ -71,6 +71,7 @@ class FakeOpenAI:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/embeddings", self._embeddings)
         app.router.add_post("/v1/completions", self._legacy_completions)
+        app.router.add_post("/v1/responses", self._responses)
         app.router.add_get("/v1/models", self._models)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
         await self._runner.setup()
@@ -152,6 +153,22 @@ class FakeOpenAI:
                 "usage": {"prompt_tokens": 4 * len(inputs), "total_tokens": 4 * len(inputs)},
             }
         )
+
+    async def _responses(self, request: web.Request) -> web.StreamResponse:
+        from tests import fake_responses_api as wire  # it imports this module's constants
+
+        body = orjson.loads(await request.read())
+        self.requests.append(body)
+        failure = await _failure(body["model"])
+        if failure is not None:
+            return failure
+        if not body.get("stream"):
+            return _json(wire.response_object(body))
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        await response.write(wire.stream_events(body))
+        await response.write_eof()
+        return response
 
     async def _legacy_completions(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
