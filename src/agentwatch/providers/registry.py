@@ -24,13 +24,20 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     "openrouter": ProviderType(
         "agentwatch.providers.openai", "OpenAIProvider", "https://openrouter.ai/api/v1"
     ),
+    # The bare origin: the adapter adds `/v1/messages`.
+    "anthropic": ProviderType(
+        "agentwatch.providers.anthropic", "AnthropicProvider", "https://api.anthropic.com"
+    ),
+    # The bare origin: the adapter adds `/v1beta/models/<id>:<method>`.
+    "gemini": ProviderType(
+        "agentwatch.providers.gemini",
+        "GeminiProvider",
+        "https://generativelanguage.googleapis.com",
+    ),
 }
 
 # Accepted in configuration now; their adapters arrive with the multi-provider work.
-PLANNED_TYPES: dict[str, str] = {
-    "anthropic": "https://api.anthropic.com",
-    "gemini": "https://generativelanguage.googleapis.com",
-}
+PLANNED_TYPES: dict[str, str] = {}
 
 
 class UnsupportedProviderType(LookupError):
