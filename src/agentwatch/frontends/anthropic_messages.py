@@ -26,10 +26,10 @@ async def handle_messages(
     if isinstance(adapter, NativeMessages):
         payload["model"] = route.upstream_model
         if call.stream:
-            stream = await adapter.stream_messages(payload)
+            stream = await adapter.stream_messages(payload, call.forward_headers)
             await proxy.relay(call, stream, receive, send, NativeStreamRelay())
         else:
-            result = await adapter.messages(payload)
+            result = await adapter.messages(payload, call.forward_headers)
             await proxy.answer(call, result.body, result.usage, send)
         return
     chat = messages_wire.to_chat_request(payload, route.upstream_model)
@@ -53,7 +53,7 @@ async def handle_count_tokens(
     route, adapter = proxy.resolve(call)
     if isinstance(adapter, NativeMessages):
         payload["model"] = route.upstream_model
-        tokens = await adapter.count_tokens(payload)
+        tokens = await adapter.count_tokens(payload, call.forward_headers)
     else:
         tokens = messages_wire.estimate_input_tokens(payload)
     await proxy.answer(call, orjson.dumps({"input_tokens": tokens}), None, send)

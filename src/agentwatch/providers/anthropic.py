@@ -4,7 +4,7 @@ untouched for the `/v1/messages` front end."""
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 
 import orjson
 
@@ -69,16 +69,24 @@ class AnthropicProvider:
             code="unsupported_endpoint",
         )
 
-    async def messages(self, payload: JSONObject) -> ChatResult:
-        body = await self._call(MESSAGES_PATH, payload)
+    async def messages(
+        self, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> ChatResult:
+        body = await self._call(MESSAGES_PATH, payload, headers)
         message = _json_object(body, self.config.name)
         return ChatResult(body=body, data=message, usage=usage_from_anthropic(message.get("usage")))
 
-    async def stream_messages(self, payload: JSONObject) -> NativeStream:
-        return NativeStream(await self._open_stream(MESSAGES_PATH, payload), self.config.name)
+    async def stream_messages(
+        self, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> NativeStream:
+        response = await self._open_stream(MESSAGES_PATH, payload, headers)
+        return NativeStream(response, self.config.name)
 
-    async def count_tokens(self, payload: JSONObject) -> int:
-        answer = _json_object(await self._call(COUNT_TOKENS_PATH, payload), self.config.name)
+    async def count_tokens(
+        self, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> int:
+        body = await self._call(COUNT_TOKENS_PATH, payload, headers)
+        answer = _json_object(body, self.config.name)
         tokens = answer.get("input_tokens")
         if not isinstance(tokens, int) or isinstance(tokens, bool):
             raise UpstreamError(f"upstream provider '{self.config.name}' sent no input_tokens")
@@ -87,15 +95,19 @@ class AnthropicProvider:
     async def close(self) -> None:
         """The shared client is closed by the app; an adapter holds nothing of its own."""
 
-    async def _call(self, path: str, payload: JSONObject) -> bytes:
-        response = await self._post(path, payload)
+    async def _call(
+        self, path: str, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> bytes:
+        response = await self._post(path, payload, headers)
         body = await self._read(response)
         if response.status >= 400:
             raise self._error(response, body)
         return body
 
-    async def _open_stream(self, path: str, payload: JSONObject) -> Response:
-        response = await self._post(path, payload)
+    async def _open_stream(
+        self, path: str, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> Response:
+        response = await self._post(path, payload, headers)
         if response.status >= 400:
             raise self._error(response, await self._read(response))
         return response
@@ -111,13 +123,15 @@ class AnthropicProvider:
         retry_after = response.header("retry-after")
         return error_from_response(self.config.name, response.status, body, retry_after)
 
-    async def _post(self, path: str, payload: JSONObject) -> Response:
+    async def _post(
+        self, path: str, payload: JSONObject, extra: Mapping[str, str] | None = None
+    ) -> Response:
         url = self._base + path
         with upstream_failures(self.config.name, "is unreachable"):
             return await self._client.http.request(
                 "POST",
                 url,
-                headers=self._headers,
+                headers={**self._headers, **extra} if extra else self._headers,
                 body=orjson.dumps(payload),
                 read_timeout=self.config.timeout_seconds,
                 connect_timeout=CONNECT_TIMEOUT_SECONDS,

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -119,13 +119,21 @@ class Provider(Protocol):
 class NativeMessages(Protocol):
     """An adapter that can take Anthropic Messages requests as they are (no translation)."""
 
-    async def messages(self, payload: JSONObject) -> ChatResult: ...
+    async def messages(
+        self, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> ChatResult:
+        """`headers`: client headers to forward, such as `anthropic-beta`."""
+        ...
 
-    async def stream_messages(self, payload: JSONObject) -> ChatStream:
+    async def stream_messages(
+        self, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> ChatStream:
         """Anthropic SSE events as the upstream sent them; `usage` set from them."""
         ...
 
-    async def count_tokens(self, payload: JSONObject) -> int:
+    async def count_tokens(
+        self, payload: JSONObject, headers: Mapping[str, str] | None = None
+    ) -> int:
         """The upstream's own `/v1/messages/count_tokens` answer (`input_tokens`)."""
         ...
 

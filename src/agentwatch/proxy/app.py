@@ -63,6 +63,8 @@ class ProxyApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = RequestHeaders(scope["headers"])
         call = Call(request_id=headers.request_id or self._new_request_id(), endpoint=scope["path"])
+        if headers.anthropic_beta is not None:
+            call.forward_headers["anthropic-beta"] = headers.anthropic_beta
         state = self._state()
         try:
             await self._dispatch(state, call, scope, headers, receive, send)

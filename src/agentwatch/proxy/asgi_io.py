@@ -27,12 +27,13 @@ class ClientDisconnected(Exception):
 class RequestHeaders:
     """The few request headers the proxy reads, picked out in one pass."""
 
-    __slots__ = ("api_key", "content_length", "request_id")
+    __slots__ = ("anthropic_beta", "api_key", "content_length", "request_id")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.api_key: str | None = None
         self.content_length: int | None = None
         self.request_id: str | None = None
+        self.anthropic_beta: str | None = None
         bearer: str | None = None
         for name, value in raw:
             if name == b"authorization":
@@ -45,6 +46,8 @@ class RequestHeaders:
                 self.content_length = int(value) if value.isdigit() else None
             elif name == b"x-request-id" and 0 < len(value) <= 128 and value.isascii():
                 self.request_id = value.decode("ascii")
+            elif name == b"anthropic-beta":
+                self.anthropic_beta = value.decode("latin-1")
         if bearer is not None:
             self.api_key = bearer
 

@@ -31,6 +31,8 @@ class Call:
     usage: Usage | None = None
     first_byte_at: float | None = None
     body_bytes: int = 0
+    # Client headers a native adapter forwards upstream (Anthropic's beta flags).
+    forward_headers: dict[str, str] = field(default_factory=dict)
     render_error: Callable[[GatewayError], bytes] = GatewayError.to_json
     streamed_events: int = 0
 
