@@ -122,7 +122,13 @@ class FakeOpenAI:
         await response.prepare(request)
         frame = _spaced_crlf_frame if model == "spaced-crlf" else _compact_frame
         async for chunk in _chunks(model, body):
-            await response.write(frame(chunk))
+            data = frame(chunk)
+            if model == "spaced-crlf":
+                # Split inside the CRLF so the gateway reads "\r" and "\n" apart.
+                await response.write(data[:-3])
+                await asyncio.sleep(0.005)
+                data = data[-3:]
+            await response.write(data)
         if model == "stream-break":
             assert request.transport is not None
             request.transport.close()

@@ -143,7 +143,9 @@ class OpenAIStream:
         pending = b""
         with upstream_failures(self._provider, "broke the stream"):
             async for chunk in self._response.iter_chunks():
-                pending += chunk.replace(b"\r\n", b"\n") if b"\r" in chunk else chunk
+                pending += chunk
+                if b"\r" in pending:  # the buffer, not the chunk: a CRLF may span two reads
+                    pending = pending.replace(b"\r\n", b"\n")
                 if _EVENT_END not in pending:
                     continue
                 complete, _, pending = pending.rpartition(_EVENT_END)
