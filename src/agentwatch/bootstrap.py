@@ -39,6 +39,7 @@ async def seed_prices(session: AsyncSession, org_id: int) -> None:
                     input_cost_per_mtok=price.input_per_mtok,
                     output_cost_per_mtok=price.output_per_mtok,
                     cached_input_cost_per_mtok=price.cached_input_per_mtok,
+                    cache_write_cost_per_mtok=price.cache_write_per_mtok,
                 )
             )
 

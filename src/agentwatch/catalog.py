@@ -149,12 +149,13 @@ def _route_price(raw: object) -> Price | None:
     return Price(
         input_per_mtok=float(raw.get("input_cost_per_mtok") or 0.0),
         output_per_mtok=float(raw.get("output_cost_per_mtok") or 0.0),
-        cached_input_per_mtok=(
-            float(raw["cached_input_cost_per_mtok"])
-            if raw.get("cached_input_cost_per_mtok") is not None
-            else None
-        ),
+        cached_input_per_mtok=_optional_rate(raw.get("cached_input_cost_per_mtok")),
+        cache_write_per_mtok=_optional_rate(raw.get("cache_write_cost_per_mtok")),
     )
+
+
+def _optional_rate(value: object) -> float | None:
+    return float(value) if isinstance(value, int | float) else None
 
 
 def _price(model: Model) -> Price | None:
@@ -164,4 +165,5 @@ def _price(model: Model) -> Price | None:
         input_per_mtok=model.input_cost_per_mtok or 0.0,
         output_per_mtok=model.output_cost_per_mtok or 0.0,
         cached_input_per_mtok=model.cached_input_cost_per_mtok,
+        cache_write_per_mtok=model.cache_write_cost_per_mtok,
     )

@@ -18,27 +18,37 @@ class Price:
     input_per_mtok: float
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
+    cache_write_per_mtok: float | None = None
 
     def cost_nanousd(self, usage: Usage) -> int:
+        """Cache reads at the cached rate, cache writes at the write rate (each defaulting to
+        the input rate), the rest of the prompt at the input rate."""
         cached = min(usage.cached_tokens, usage.prompt_tokens)
-        cached_rate = (
-            self.input_per_mtok
-            if self.cached_input_per_mtok is None
-            else self.cached_input_per_mtok
-        )
+        written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
         dollars_x_mtok = (
-            (usage.prompt_tokens - cached) * self.input_per_mtok
-            + cached * cached_rate
+            (usage.prompt_tokens - cached - written) * self.input_per_mtok
+            + cached * _or(self.cached_input_per_mtok, self.input_per_mtok)
+            + written * _or(self.cache_write_per_mtok, self.input_per_mtok)
             + usage.completion_tokens * self.output_per_mtok
         )
         return round(dollars_x_mtok * NANOS_PER_USD_PER_MTOK)
 
 
+def _or(rate: float | None, fallback: float) -> float:
+    return fallback if rate is None else rate
+
+
 def shipped_prices() -> dict[str, Price]:
-    """The price list bundled in the package (no network)."""
+    """The price list bundled in the package (no network): [input, cached input, output] and,
+    where the vendor charges for prompt-cache writes, the write rate fourth."""
     raw = json.loads(resources.files("agentwatch").joinpath("prices.json").read_text())
     return {
-        name: Price(input_per_mtok=row[0], cached_input_per_mtok=row[1], output_per_mtok=row[2])
+        name: Price(
+            input_per_mtok=row[0],
+            cached_input_per_mtok=row[1],
+            output_per_mtok=row[2],
+            cache_write_per_mtok=row[3] if len(row) > 3 else None,
+        )
         for name, row in raw.items()
         if not name.startswith("_")
     }

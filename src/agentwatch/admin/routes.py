@@ -45,6 +45,7 @@ class UsageRecordOut(BaseModel):
     prompt_tokens: int
     completion_tokens: int
     cached_tokens: int
+    cache_write_tokens: int
     total_tokens: int
     cost_usd: float
     latency_ms: float

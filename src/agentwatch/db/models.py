@@ -192,6 +192,7 @@ class Model(Base):
     input_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     output_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     cached_input_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
+    cache_write_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     context_window: Mapped[int | None] = mapped_column(Integer)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -222,6 +223,7 @@ class UsageRecord(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Nano-dollars: exact integer sums on every backend.
     cost_nanousd: Mapped[int] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[float] = mapped_column(Float)

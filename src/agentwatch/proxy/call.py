@@ -79,6 +79,7 @@ class Call:
             prompt_tokens=usage.prompt_tokens,
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
+            cache_write_tokens=usage.cache_write_tokens,
             cost_nanousd=price.cost_nanousd(usage) if price else 0,
             latency_ms=round((ended - self.started) * 1000, 3),
             ttft_ms=(

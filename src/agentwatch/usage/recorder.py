@@ -45,6 +45,7 @@ class UsageEvent:
     cost_nanousd: int
     latency_ms: float
     ttft_ms: float | None
+    cache_write_tokens: int = 0  # last, so spill files written before it still load
 
     def as_row(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS}
