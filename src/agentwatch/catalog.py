@@ -14,7 +14,12 @@ from agentwatch.db.models import Model, Provider, ProviderKey
 from agentwatch.pricing import Price, price_lookup_names
 from agentwatch.providers.base import Provider as ProviderAdapter
 from agentwatch.providers.base import ProviderConfig
-from agentwatch.providers.registry import UnsupportedProviderType, build_provider, default_base_url
+from agentwatch.providers.registry import (
+    UnsupportedProviderType,
+    build_provider,
+    default_base_url,
+    with_default_headers,
+)
 from agentwatch.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
@@ -114,7 +119,7 @@ def _adapter(
         base_url=base_url,
         api_key=api_key,
         timeout_seconds=provider.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
-        headers={str(k): str(v) for k, v in headers.items()},
+        headers=with_default_headers(provider.type, {str(k): str(v) for k, v in headers.items()}),
     )
     try:
         return build_provider(config, client), None

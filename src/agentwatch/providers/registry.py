@@ -14,6 +14,8 @@ class ProviderType:
     module: str
     class_name: str
     default_base_url: str | None
+    # Sent unless the provider's own `headers` set them (names compared case-insensitively).
+    default_headers: tuple[tuple[str, str], ...] = ()
 
 
 PROVIDER_TYPES: dict[str, ProviderType] = {
@@ -21,8 +23,12 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
         "agentwatch.providers.openai", "OpenAIProvider", "https://api.openai.com/v1"
     ),
     "openai_compatible": ProviderType("agentwatch.providers.openai", "OpenAIProvider", None),
+    # OpenRouter is OpenAI's wire format; its attribution headers name the calling app.
     "openrouter": ProviderType(
-        "agentwatch.providers.openai", "OpenAIProvider", "https://openrouter.ai/api/v1"
+        "agentwatch.providers.openai",
+        "OpenAIProvider",
+        "https://openrouter.ai/api/v1",
+        default_headers=(("X-Title", "AgentWatch"),),
     ),
     # The bare origin: the adapter adds `/v1/messages`.
     "anthropic": ProviderType(
@@ -36,22 +42,29 @@ PROVIDER_TYPES: dict[str, ProviderType] = {
     ),
 }
 
-# Accepted in configuration now; their adapters arrive with the multi-provider work.
-PLANNED_TYPES: dict[str, str] = {}
-
 
 class UnsupportedProviderType(LookupError):
     pass
 
 
 def known_types() -> list[str]:
-    return sorted({*PROVIDER_TYPES, *PLANNED_TYPES})
+    return sorted(PROVIDER_TYPES)
 
 
 def default_base_url(provider_type: str) -> str | None:
-    if provider_type in PROVIDER_TYPES:
-        return PROVIDER_TYPES[provider_type].default_base_url
-    return PLANNED_TYPES.get(provider_type)
+    entry = PROVIDER_TYPES.get(provider_type)
+    return entry.default_base_url if entry is not None else None
+
+
+def with_default_headers(provider_type: str, headers: dict[str, str]) -> dict[str, str]:
+    entry = PROVIDER_TYPES.get(provider_type)
+    if entry is None:
+        return headers
+    configured = {name.lower() for name in headers}
+    defaults = {
+        name: value for name, value in entry.default_headers if name.lower() not in configured
+    }
+    return {**defaults, **headers}
 
 
 def build_provider(config: ProviderConfig, client: UpstreamClient) -> Provider:
