@@ -17,7 +17,8 @@ from tests.support import Gateway, database, new_key
 REQUESTS = 120
 
 
-async def fire(gateway: Gateway, key: str, stream: bool) -> list[int]:
+async def fire(gateway: Gateway, key: str, stream: bool, upstream: FakeOpenAI) -> list[int]:
+    seen_before = len(upstream.requests)
     limits = httpx.Limits(max_connections=REQUESTS)
     async with httpx.AsyncClient(base_url=gateway.url, limits=limits, timeout=30) as client:
 
@@ -37,7 +38,11 @@ async def fire(gateway: Gateway, key: str, stream: bool) -> list[int]:
                 return -1  # refused after shutdown began: never reached the gateway's router
 
         tasks = [asyncio.create_task(one(i)) for i in range(REQUESTS)]
-        await asyncio.sleep(0.4)  # let every request get in flight
+        # SIGTERM only once every request has reached the upstream, i.e. is in flight.
+        deadline = time.monotonic() + 30
+        # (polled: the count lives in the fake upstream's own thread and loop)
+        while len(upstream.requests) - seen_before < REQUESTS and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
         assert gateway.process is not None
         gateway.process.send_signal(signal.SIGTERM)
         return list(await asyncio.gather(*tasks))
@@ -53,7 +58,7 @@ def test_sigterm_under_load_loses_no_usage(
     config = config.replace(
         "models:\n",
         "models:\n  - name: slow-ish\n    routes:\n"
-        "      - provider: local\n        model: slow-0.6\n",
+        "      - provider: local\n        model: slow-1.5\n",
         1,
     )
     with database(backend, tmp_path) as url:
@@ -69,7 +74,7 @@ def test_sigterm_under_load_loses_no_usage(
             },
         )
         gateway.start()
-        statuses = asyncio.run(fire(gateway, key, stream))
+        statuses = asyncio.run(fire(gateway, key, stream, fake_openai))
         assert gateway.process is not None
         # uvicorn re-raises the signal once shut down cleanly, so -SIGTERM is a clean exit.
         assert gateway.process.wait(30) in (0, -signal.SIGTERM), gateway.log_path.read_text()
