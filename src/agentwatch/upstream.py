@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -11,8 +13,9 @@ from agentwatch.errors import (
     UpstreamError,
     UpstreamRateLimited,
     UpstreamRejected,
+    UpstreamTimeout,
 )
-from agentwatch.http_client import HttpClient
+from agentwatch.http_client import HttpClient, HttpClientError, ReadTimedOut
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +52,10 @@ def bypasses_proxy(host: str, port: int | None, no_proxy: str) -> bool:
         if host == name or host.endswith("." + name):
             return True
     return False
+
+
+CONNECT_TIMEOUT_SECONDS = 10.0
+USER_AGENT = "agentwatch"
 
 
 class UpstreamClient:
@@ -93,3 +100,14 @@ def _error_message(body: bytes) -> str | None:
         if isinstance(error, str):
             return error
     return None
+
+
+@contextmanager
+def upstream_failures(provider: str, what: str) -> Iterator[None]:
+    """Turn transport failures into the gateway errors routing and clients understand."""
+    try:
+        yield
+    except ReadTimedOut as exc:
+        raise UpstreamTimeout(f"upstream provider '{provider}' timed out") from exc
+    except HttpClientError as exc:
+        raise UpstreamError(f"upstream provider '{provider}' {what}: {exc}") from exc

@@ -18,8 +18,12 @@ from agentwatch.providers.anthropic_wire import (
     usage_from_anthropic,
 )
 from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig, Usage
-from agentwatch.providers.openai import CONNECT_TIMEOUT_SECONDS, USER_AGENT, upstream_failures
-from agentwatch.upstream import UpstreamClient
+from agentwatch.upstream import (
+    CONNECT_TIMEOUT_SECONDS,
+    USER_AGENT,
+    UpstreamClient,
+    upstream_failures,
+)
 
 API_VERSION = "2023-06-01"
 MESSAGES_PATH = "/v1/messages"

@@ -19,8 +19,12 @@ from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig
 from agentwatch.providers.gemini_response import chat_completion, embeddings_response, gemini_error
 from agentwatch.providers.gemini_stream import GeminiStreamTranslator
 from agentwatch.providers.gemini_wire import embed_request, generate_content_request
-from agentwatch.providers.openai import CONNECT_TIMEOUT_SECONDS, USER_AGENT, upstream_failures
-from agentwatch.upstream import UpstreamClient
+from agentwatch.upstream import (
+    CONNECT_TIMEOUT_SECONDS,
+    USER_AGENT,
+    UpstreamClient,
+    upstream_failures,
+)
 
 API_VERSION = "v1beta"
 _VERSIONS = ("/v1beta", "/v1", "/v1alpha")

@@ -2,18 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Callable
 
 import orjson
 
-from agentwatch.errors import UpstreamError, UpstreamTimeout
-from agentwatch.http_client import HttpClientError, ReadTimedOut, Response
+from agentwatch.errors import UpstreamError
+from agentwatch.http_client import Response
 from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig, Usage
-from agentwatch.upstream import UpstreamClient, upstream_error
+from agentwatch.upstream import (
+    CONNECT_TIMEOUT_SECONDS,
+    USER_AGENT,
+    UpstreamClient,
+    upstream_error,
+    upstream_failures,
+)
 
-CONNECT_TIMEOUT_SECONDS = 10.0
-USER_AGENT = "agentwatch"
 _EVENT_END = b"\n\n"
 
 
@@ -113,17 +116,6 @@ class OpenAIProvider:
                 return await response.read()
         finally:
             response.release()
-
-
-@contextmanager
-def upstream_failures(provider: str, what: str) -> Iterator[None]:
-    """Turn transport failures into the gateway errors routing and clients understand."""
-    try:
-        yield
-    except ReadTimedOut as exc:
-        raise UpstreamTimeout(f"upstream provider '{provider}' timed out") from exc
-    except HttpClientError as exc:
-        raise UpstreamError(f"upstream provider '{provider}' {what}: {exc}") from exc
 
 
 class OpenAIStream:
