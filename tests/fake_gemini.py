@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fake_server import ThreadedServer
 
 API_KEY = "gemini-secret"
 REPLY_PARTS = ["Hello", " from", " fake", " Gemini."]
@@ -59,15 +60,10 @@ class Received:
 
 
 @dataclass
-class FakeGemini:
+class FakeGemini(ThreadedServer):
     """Runs in its own thread and loop, so synchronous SDK clients can be used in tests."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
     received: list[Received] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
 
     @property
     def origin(self) -> str:
@@ -76,38 +72,8 @@ class FakeGemini:
     def last(self, method: str) -> Received:
         return next(r for r in reversed(self.received) if r.method == method)
 
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="fake-gemini")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake Gemini did not start")
-
-    def stop(self) -> None:
-        assert self._loop is not None and self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
-
-    async def _start(self) -> None:
-        app = web.Application(client_max_size=64 * 1024 * 1024)
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1beta/models/{target}", self._dispatch)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         model, _, method = request.match_info["target"].rpartition(":")

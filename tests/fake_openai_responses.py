@@ -8,13 +8,13 @@ in its real event format; the model `native-break` drops the connection mid-stre
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fake_server import ThreadedServer
 
 CHAT_TEXT = ["Hi", " there", "!"]
 FINAL_TEXT = "It is sunny in Paris."
@@ -28,15 +28,10 @@ NATIVE_USAGE = {"input": 31, "output": 7, "cached": 4}
 
 
 @dataclass
-class FakeResponsesUpstream:
+class FakeResponsesUpstream(ThreadedServer):
     """Runs in its own thread and loop, so synchronous SDK clients can be used in tests."""
 
-    host: str = "127.0.0.1"
-    port: int = 0
     requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
@@ -45,39 +40,9 @@ class FakeResponsesUpstream:
     def last(self, path: str) -> dict[str, Any]:
         return next(body for seen, body in reversed(self.requests) if seen == path)
 
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="fake-responses")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake upstream did not start")
-
-    def stop(self) -> None:
-        assert self._loop is not None and self._runner is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        assert self._thread is not None
-        self._thread.join(10)
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
         app.router.add_post("/v1/responses", self._responses)
-        self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())

@@ -7,13 +7,13 @@ tool result in the conversation it answers with `ANSWER_PREFIX` and those result
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import web
+
+from tests.fake_server import ThreadedServer
 
 PREAMBLE = ["Let me ", "check."]
 FIRST_ARGUMENTS = ['{"city":', ' "Paris"}']
@@ -24,49 +24,15 @@ CACHED_TOKENS = 8
 
 
 @dataclass
-class FakeOpenAITools:
-    host: str = "127.0.0.1"
-    port: int = 0
+class FakeOpenAITools(ThreadedServer):
     requests: list[dict[str, Any]] = field(default_factory=list)
-    _loop: asyncio.AbstractEventLoop | None = None
-    _runner: web.AppRunner | None = None
-    _thread: threading.Thread | None = None
 
     @property
     def base_url(self) -> str:
         return f"http://{self.host}:{self.port}/v1"
 
-    def start(self) -> None:
-        ready = threading.Event()
-
-        def run() -> None:
-            self._loop = asyncio.new_event_loop()
-            self._loop.run_until_complete(self._start())
-            ready.set()
-            self._loop.run_forever()
-            self._loop.close()
-
-        self._thread = threading.Thread(target=run, daemon=True, name="fake-openai-tools")
-        self._thread.start()
-        if not ready.wait(10):
-            raise RuntimeError("fake OpenAI tools upstream did not start")
-
-    def stop(self) -> None:
-        assert self._loop is not None and self._runner is not None and self._thread is not None
-        asyncio.run_coroutine_threadsafe(self._runner.cleanup(), self._loop).result(10)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
-
-    async def _start(self) -> None:
-        app = web.Application()
+    def add_routes(self, app: web.Application) -> None:
         app.router.add_post("/v1/chat/completions", self._chat)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port)
-        await site.start()
-        server = site._server
-        assert isinstance(server, asyncio.Server)
-        self.port = server.sockets[0].getsockname()[1]
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
