@@ -119,9 +119,11 @@ def gateway(
         f"  - {{name: {name}, type: {name}, base_url: '{fakes[name]}', api_key: {keys[name]}}}"
         for name in PROVIDERS
     )
+    routes = [(f"m-{name}", name, case.upstream_model) for name, case in PROVIDERS.items()]
+    routes += [(f"e-{name}-{model}", name, model) for name, model, _ in UPSTREAM_FAILURES]
     models = "\n".join(
-        f"  - {{name: m-{name}, routes: [{{provider: {name}, model: {case.upstream_model}}}]}}"
-        for name, case in PROVIDERS.items()
+        f"  - {{name: {alias}, routes: [{{provider: {provider}, model: {model}}}]}}"
+        for alias, provider, model in routes
     )
     tenants = f"  - {{name: t, api_keys: ['{key}']}}"
     config = f"providers:\n{providers}\nmodels:\n{models}\ntenants:\n{tenants}\n"
@@ -379,3 +381,75 @@ def test_openrouter_gets_its_attribution_header(
     assert openai_upstream.headers[-1]["Authorization"] == "Bearer key-openrouter"
     client.chat.completions.create(model="m-openai", messages=[{"role": "user", "content": "hi"}])
     assert "X-Title" not in openai_upstream.headers[-1]
+
+
+# --- upstream errors, in each provider's format, reach each client in its own format ----------
+
+# (provider, the fake's failing model, the status the client must see)
+UPSTREAM_FAILURES = [
+    ("openai", "fail-400", 400),
+    ("openai", "fail-429", 429),
+    ("openai", "fail-500", 502),
+    ("openai", "fail-401", 502),
+    ("anthropic", "fail-400", 400),
+    ("anthropic", "fail-429", 429),
+    ("anthropic", "fail-529", 503),
+    ("anthropic", "fail-500", 502),
+    ("anthropic", "fail-401", 502),
+    ("gemini", "fail-400", 400),
+    ("gemini", "fail-429", 429),
+    ("gemini", "fail-503", 503),
+    ("gemini", "fail-500", 502),
+    ("gemini", "fail-403", 502),
+]
+OPENAI_TYPES = {
+    400: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "upstream_error",
+    503: "overloaded_error",
+}
+ANTHROPIC_TYPES = {
+    400: "invalid_request_error",
+    429: "rate_limit_error",
+    502: "api_error",
+    503: "overloaded_error",
+}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(("provider", "model", "status"), UPSTREAM_FAILURES)
+@pytest.mark.parametrize("front_end", list(FRONT_ENDS))
+def test_upstream_errors_arrive_in_the_clients_format(
+    gateway: Gateway, front_end: str, provider: str, model: str, status: int, stream: bool
+) -> None:
+    alias = f"e-{provider}-{model}"
+    if front_end == "messages":
+        client = anthropic.Anthropic(
+            base_url=gateway.url, api_key=gateway.tenant_key, max_retries=0
+        )
+        with pytest.raises(anthropic.APIStatusError) as anthropic_error:
+            client.messages.create(
+                model=alias,
+                max_tokens=32,
+                messages=[{"role": "user", "content": "hi"}],
+                stream=stream,
+            )
+        assert anthropic_error.value.status_code == status
+        body: Any = anthropic_error.value.body
+        assert body["type"] == "error" and body["error"]["type"] == ANTHROPIC_TYPES[status]
+        assert body["error"]["message"]
+    else:
+        sdk = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.tenant_key, max_retries=0)
+        with pytest.raises(openai.APIStatusError) as openai_error:
+            if front_end == "chat":
+                sdk.chat.completions.create(
+                    model=alias, messages=[{"role": "user", "content": "hi"}], stream=stream
+                )
+            else:
+                sdk.responses.create(model=alias, input="hi", stream=stream)
+        assert openai_error.value.status_code == status
+        error: Any = openai_error.value.body
+        assert error["type"] == OPENAI_TYPES[status] and error["message"]
+    if status == 429:
+        rows = gateway.wait_for_usage(1, model=alias, status=429)
+        assert {row["provider"] for row in rows} == {provider}
