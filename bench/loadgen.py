@@ -58,13 +58,13 @@ class Target:
     port: int
     path: str
     body: bytes
-    api_key: str
+    headers: tuple[tuple[str, str], ...]  # besides Host, Content-Type and Content-Length
 
     def raw_request(self) -> bytes:
+        extra = "".join(f"{name}: {value}\r\n" for name, value in self.headers)
         head = (
-            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n"
-            f"Authorization: Bearer {self.api_key}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(self.body)}\r\n\r\n"
+            f"POST {self.path} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\n{extra}"
+            f"Content-Type: application/json\r\nContent-Length: {len(self.body)}\r\n\r\n"
         )
         return head.encode() + self.body
 
@@ -183,7 +183,6 @@ _WRK_SCRIPT = """
 wrk.method = "POST"
 wrk.body = {body}
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer {api_key}"
 """
 _UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
@@ -194,7 +193,8 @@ def run_wrk(target: Target, concurrency: int, seconds: float) -> Result:
         script = Path(workdir) / "post.lua"
         # A Lua long string takes the JSON body verbatim, quotes and all.
         body = "[==[" + target.body.decode() + "]==]"
-        script.write_text(_WRK_SCRIPT.format(body=body, api_key=target.api_key))
+        headers = "".join(f'wrk.headers["{name}"] = "{value}"\n' for name, value in target.headers)
+        script.write_text(_WRK_SCRIPT.format(body=body) + headers)
         command = [
             "wrk",
             "-t1",

@@ -1,7 +1,10 @@
-"""A fast fake OpenAI-compatible upstream with canned answers, for offline trials and benchmarks.
+"""A fast fake upstream with canned answers, for offline trials and benchmarks: OpenAI's chat
+completions, embeddings and models, and Anthropic's Messages API (`demo_upstream_anthropic`).
 
 Raw asyncio + httptools rather than a web framework: the benchmark measures the gateway's
-added latency, so the upstream must cost as little CPU per request as we can manage.
+added latency, so the upstream must cost as little CPU per request as we can manage. A model id
+ending in `-paced` streams in two writes PACE_SECONDS apart (the first event, then the rest), so
+a benchmark can tell a gateway that relays events from one that buffers them.
 """
 
 from __future__ import annotations
@@ -12,15 +15,21 @@ import itertools
 import signal
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
 import orjson
 
+from agentwatch.demo_upstream_anthropic import AnthropicMessages, StreamAnswer
+
 REPLY = "Hello from the AgentWatch demo upstream."
 MODEL_IDS = ("demo-chat", "demo-embedding")
 EMBEDDING_DIMENSIONS = 8
+PACED_SUFFIX = "-paced"
+PACE_SECONDS = 0.01
 
 _REPLY_PIECES = [REPLY.split(" ")[0]] + [" " + word for word in REPLY.split(" ")[1:]]
 _COMPLETION_TOKENS = len(_REPLY_PIECES)
@@ -31,6 +40,17 @@ _REASONS = {200: b"OK", 400: b"Bad Request", 404: b"Not Found"}
 _ids = itertools.count(1)
 
 JsonObject = dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class _Paced:
+    """A response written in two parts, PACE_SECONDS apart."""
+
+    first: bytes
+    rest: bytes
+
+
+Response = bytes | _Paced
 
 
 class RequestRejected(Exception):
@@ -79,7 +99,7 @@ def _usage(prompt_tokens: int) -> JsonObject:
     }
 
 
-def _chat(body: bytes, keep_alive: bool) -> bytes:
+def _chat(body: bytes, keep_alive: bool) -> Response:
     payload, model = _parse_request(body)
     if not isinstance(payload.get("messages"), list):
         raise RequestRejected("'messages' is a required property", "messages")
@@ -108,7 +128,7 @@ def _chat(body: bytes, keep_alive: bool) -> bytes:
 
 def _chat_stream(
     base: JsonObject, prompt_tokens: int, include_usage: bool, keep_alive: bool
-) -> bytes:
+) -> Response:
     def chunk(delta: JsonObject, finish_reason: str | None) -> JsonObject:
         event: JsonObject = {
             **base,
@@ -132,12 +152,18 @@ def _chat_stream(
         events.append(last)
     frames = [b"data: " + orjson.dumps(event) + b"\n\n" for event in events]
     frames.append(b"data: [DONE]\n\n")
+    return _event_stream(frames, keep_alive, base["model"])
+
+
+def _event_stream(frames: list[bytes], keep_alive: bool, model: str) -> Response:
     # One HTTP chunk per SSE event, as a real server flushes them; written back-to-back
-    # because the benchmark measures the gateway, not a model's pace.
-    parts = [_head(200, b"text/event-stream", keep_alive, None)]
-    parts += [b"%x\r\n%s\r\n" % (len(frame), frame) for frame in frames]
-    parts.append(b"0\r\n\r\n")
-    return b"".join(parts)
+    # (unless paced) because the benchmark measures the gateway, not a model's pace.
+    head = _head(200, b"text/event-stream", keep_alive, None)
+    chunks = [b"%x\r\n%s\r\n" % (len(frame), frame) for frame in frames]
+    chunks.append(b"0\r\n\r\n")
+    if model.endswith(PACED_SUFFIX):
+        return _Paced(head + chunks[0], b"".join(chunks[1:]))
+    return head + b"".join(chunks)
 
 
 def _embeddings(body: bytes, keep_alive: bool) -> bytes:
@@ -171,13 +197,30 @@ _MODELS_BODY = orjson.dumps(
         ],
     }
 )
-_POST_ROUTES: dict[bytes, Callable[[bytes, bool], bytes]] = {
+_ANTHROPIC = AnthropicMessages(_REPLY_PIECES)
+
+
+def _messages(body: bytes, keep_alive: bool) -> Response:
+    answer = _ANTHROPIC.answer(body)
+    if isinstance(answer, StreamAnswer):
+        return _event_stream(answer.frames, keep_alive, answer.model)
+    return _json_response(answer.status, answer.body, keep_alive)
+
+
+def _count_tokens(body: bytes, keep_alive: bool) -> bytes:
+    answer = _ANTHROPIC.count_tokens(body)
+    return _json_response(answer.status, answer.body, keep_alive)
+
+
+_POST_ROUTES: dict[bytes, Callable[[bytes, bool], Response]] = {
     b"/v1/chat/completions": _chat,
     b"/v1/embeddings": _embeddings,
+    b"/v1/messages": _messages,
+    b"/v1/messages/count_tokens": _count_tokens,
 }
 
 
-def respond(method: bytes, path: bytes, body: bytes, keep_alive: bool) -> bytes:
+def respond(method: bytes, path: bytes, body: bytes, keep_alive: bool) -> Response:
     """The complete HTTP/1.1 response (head and body) to one request."""
     handler = _POST_ROUTES.get(path) if method == b"POST" else None
     if handler is not None:
@@ -202,6 +245,8 @@ class _Connection(asyncio.Protocol):
         self._transport: asyncio.Transport | None = None
         self._url = b""
         self._body: list[bytes] = []
+        # Responses not yet written: only ever more than one behind a paced stream.
+        self._outbox: deque[tuple[Response, bool]] = deque()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport, so no isinstance check here.
@@ -229,14 +274,31 @@ class _Connection(asyncio.Protocol):
         self._body.append(body)
 
     def on_message_complete(self) -> None:
-        # Answered synchronously, so pipelined requests get their responses in order.
+        # Queued, so pipelined requests get their responses in order, even behind a paced one.
         keep_alive = self._parser.should_keep_alive()
         path = self._url.partition(b"?")[0]
         response = respond(self._parser.get_method(), path, b"".join(self._body), keep_alive)
+        self._outbox.append((response, keep_alive))
+        if len(self._outbox) == 1:
+            self._flush()
+
+    def _flush(self) -> None:
+        while self._outbox:
+            response, keep_alive = self._outbox[0]
+            if isinstance(response, _Paced):
+                self._write(response.first)
+                self._outbox[0] = (response.rest, keep_alive)
+                asyncio.get_running_loop().call_later(PACE_SECONDS, self._flush)
+                return
+            self._outbox.popleft()
+            self._write(response)
+            if not keep_alive:
+                self._close()
+                return
+
+    def _write(self, data: bytes) -> None:
         if self._transport is not None and not self._transport.is_closing():
-            self._transport.write(response)
-        if not keep_alive:
-            self._close()
+            self._transport.write(data)
 
     def _close(self) -> None:
         if self._transport is not None:

@@ -23,7 +23,9 @@ class StreamTranslator(Protocol):
     """Turns the pivot's SSE events (OpenAI chunks) into another API's stream."""
 
     def translate(self, events: bytes) -> bytes:
-        """One or more complete pivot events in; zero or more complete output events out."""
+        """One or more complete pivot events in; zero or more complete output events out.
+        May raise `GatewayError` (an error chunk from upstream): the call is then metered as
+        failed and `error()` renders the in-band event that ends the stream."""
         ...
 
     def finish(self, usage: Usage | None) -> bytes:
