@@ -43,14 +43,14 @@ JsonObject = dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
-class _Paced:
+class PacedResponse:
     """A response written in two parts, PACE_SECONDS apart."""
 
     first: bytes
     rest: bytes
 
 
-Response = bytes | _Paced
+Response = bytes | PacedResponse
 
 
 class RequestRejected(Exception):
@@ -162,7 +162,7 @@ def _event_stream(frames: list[bytes], keep_alive: bool, model: str) -> Response
     chunks = [b"%x\r\n%s\r\n" % (len(frame), frame) for frame in frames]
     chunks.append(b"0\r\n\r\n")
     if model.endswith(PACED_SUFFIX):
-        return _Paced(head + chunks[0], b"".join(chunks[1:]))
+        return PacedResponse(head + chunks[0], b"".join(chunks[1:]))
     return head + b"".join(chunks)
 
 
@@ -221,7 +221,7 @@ _POST_ROUTES: dict[bytes, Callable[[bytes, bool], Response]] = {
 
 
 def respond(method: bytes, path: bytes, body: bytes, keep_alive: bool) -> Response:
-    """The complete HTTP/1.1 response (head and body) to one request."""
+    """The complete HTTP/1.1 response (head and body) to one request, in two parts if paced."""
     handler = _POST_ROUTES.get(path) if method == b"POST" else None
     if handler is not None:
         try:
@@ -285,7 +285,7 @@ class _Connection(asyncio.Protocol):
     def _flush(self) -> None:
         while self._outbox:
             response, keep_alive = self._outbox[0]
-            if isinstance(response, _Paced):
+            if isinstance(response, PacedResponse):
                 self._write(response.first)
                 self._outbox[0] = (response.rest, keep_alive)
                 asyncio.get_running_loop().call_later(PACE_SECONDS, self._flush)
