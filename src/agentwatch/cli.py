@@ -95,8 +95,12 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser(
         "demo-upstream",
-        help="serve a fake OpenAI API for offline trials",
-        description="Serve a fake OpenAI-compatible API (canned answers) on 127.0.0.1.",
+        help="serve fake OpenAI and Anthropic APIs for offline trials",
+        description=(
+            "Serve fake OpenAI (/v1/chat/completions, /v1/embeddings, /v1/models) and Anthropic "
+            "(/v1/messages) APIs with canned answers on 127.0.0.1. A model name ending in "
+            "'-paced' pauses 10 ms after the first stream event, to show relays do not buffer."
+        ),
     )
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=9000)

@@ -11,7 +11,7 @@ import orjson
 from agentwatch.errors import GatewayError
 from agentwatch.frontends import messages_wire
 from agentwatch.frontends.messages_stream import MessagesStreamTranslator, NativeStreamRelay
-from agentwatch.providers.base import JSONObject, NativeMessages
+from agentwatch.providers.base import JSONObject, speaks_messages
 from agentwatch.proxy.asgi_io import Receive, Send
 from agentwatch.proxy.call import Call
 from agentwatch.proxy.frontend import ProxyContext
@@ -23,7 +23,7 @@ async def handle_messages(
     messages_wire.check_request(payload)
     call.stream = payload.get("stream") is True
     route, adapter = proxy.resolve(call)
-    if isinstance(adapter, NativeMessages):
+    if speaks_messages(adapter):
         payload["model"] = route.upstream_model
         if call.stream:
             stream = await adapter.stream_messages(payload, call.forward_headers)
@@ -51,7 +51,7 @@ async def handle_count_tokens(
     Counting generates nothing, so the call is metered at zero tokens."""
     messages_wire.check_request(payload, counting=True)
     route, adapter = proxy.resolve(call)
-    if isinstance(adapter, NativeMessages):
+    if speaks_messages(adapter):
         payload["model"] = route.upstream_model
         tokens = await adapter.count_tokens(payload, call.forward_headers)
     else:

@@ -11,7 +11,7 @@ import orjson
 from agentwatch.errors import InvalidRequest
 from agentwatch.frontends import responses_wire
 from agentwatch.frontends.responses_stream import NativeResponsesRelay, ResponsesStreamTranslator
-from agentwatch.providers.base import JSONObject, NativeResponses, Provider
+from agentwatch.providers.base import JSONObject, Provider, speaks_responses
 from agentwatch.proxy.asgi_io import Receive, Send
 from agentwatch.proxy.call import Call
 from agentwatch.proxy.frontend import ProxyContext
@@ -22,7 +22,7 @@ async def handle_responses(
 ) -> None:
     route, adapter = proxy.resolve(call)
     if _speaks_responses(adapter):
-        assert isinstance(adapter, NativeResponses)
+        assert speaks_responses(adapter)
         stream = payload.get("stream")
         if stream is not None and not isinstance(stream, bool):
             raise InvalidRequest("'stream' must be a boolean", param="stream")
@@ -50,4 +50,4 @@ async def handle_responses(
 
 def _speaks_responses(adapter: Provider) -> bool:
     # OpenAI-compatible servers share the adapter class but often lack `/responses`.
-    return adapter.config.type == "openai" and isinstance(adapter, NativeResponses)
+    return adapter.config.type == "openai" and speaks_responses(adapter)

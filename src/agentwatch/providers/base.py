@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeGuard, runtime_checkable
 
 import orjson
 
@@ -156,3 +156,27 @@ class LegacyCompletions(Protocol):
     async def stream_completions(
         self, payload: JSONObject, *, forward_usage: bool
     ) -> ChatStream: ...
+
+
+_IMPLEMENTS: dict[tuple[type, type], bool] = {}  # a memo: the answer never changes
+
+
+def _implements(cls: type, protocol: type) -> bool:
+    # A runtime-checkable isinstance() walks every member on each call; the answer only
+    # depends on the class, and the hot path asks once per request.
+    known = _IMPLEMENTS.get((cls, protocol))
+    if known is None:
+        known = _IMPLEMENTS[(cls, protocol)] = issubclass(cls, protocol)
+    return known
+
+
+def speaks_messages(adapter: object) -> TypeGuard[NativeMessages]:
+    return _implements(type(adapter), NativeMessages)
+
+
+def speaks_responses(adapter: object) -> TypeGuard[NativeResponses]:
+    return _implements(type(adapter), NativeResponses)
+
+
+def speaks_legacy_completions(adapter: object) -> TypeGuard[LegacyCompletions]:
+    return _implements(type(adapter), LegacyCompletions)

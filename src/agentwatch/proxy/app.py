@@ -27,7 +27,13 @@ from agentwatch.frontends.anthropic_messages import (
     handle_messages,
 )
 from agentwatch.frontends.openai_responses import handle_responses
-from agentwatch.providers.base import ChatStream, JSONObject, LegacyCompletions, Provider, Usage
+from agentwatch.providers.base import (
+    ChatStream,
+    JSONObject,
+    Provider,
+    Usage,
+    speaks_legacy_completions,
+)
 from agentwatch.proxy import validation
 from agentwatch.proxy.asgi_io import (
     SSE_HEADERS,
@@ -176,7 +182,7 @@ class ProxyApp:
         """OpenAI's legacy text completions, for upstreams that still serve them."""
         validation.check_completions(payload)
         route, adapter = self.resolve(call)
-        if not isinstance(adapter, LegacyCompletions):
+        if not speaks_legacy_completions(adapter):
             raise InvalidRequest(
                 f"the provider of model '{call.model}' ({adapter.config.type}) has no legacy "
                 "completions API; use /v1/chat/completions",
