@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -15,7 +15,8 @@ from agentwatch.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from agentwatch.http_client import HttpClient, HttpClientError, ReadTimedOut
+from agentwatch.http_client import HttpClient, HttpClientError, ReadTimedOut, Response
+from agentwatch.providers.base import ProviderConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,8 +66,32 @@ class UpstreamClient:
         self.proxies = proxies
         self.http = HttpClient()
 
+    async def post(
+        self, provider: ProviderConfig, url: str, headers: Mapping[str, str], body: bytes
+    ) -> Response:
+        """POST to an upstream with the provider's timeout and the configured proxy."""
+        with upstream_failures(provider.name, "is unreachable"):
+            return await self.http.request(
+                "POST",
+                url,
+                headers=headers,
+                body=body,
+                read_timeout=provider.timeout_seconds,
+                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                proxy=self.proxies.proxy_for(url),
+            )
+
     async def close(self) -> None:
         await self.http.close()
+
+
+async def read_all(provider: str, response: Response) -> bytes:
+    """The whole body, with its connection handed back (or closed) whatever happens."""
+    try:
+        with upstream_failures(provider, "broke the connection"):
+            return await response.read()
+    finally:
+        response.release()
 
 
 def upstream_error(

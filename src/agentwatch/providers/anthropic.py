@@ -19,9 +19,9 @@ from agentwatch.providers.anthropic_wire import (
 )
 from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig, Usage
 from agentwatch.upstream import (
-    CONNECT_TIMEOUT_SECONDS,
     USER_AGENT,
     UpstreamClient,
+    read_all,
     upstream_failures,
 )
 
@@ -117,11 +117,7 @@ class AnthropicProvider:
         return response
 
     async def _read(self, response: Response) -> bytes:
-        try:
-            with upstream_failures(self.config.name, "broke the connection"):
-                return await response.read()
-        finally:
-            response.release()
+        return await read_all(self.config.name, response)
 
     def _error(self, response: Response, body: bytes) -> UpstreamError:
         retry_after = response.header("retry-after")
@@ -130,17 +126,9 @@ class AnthropicProvider:
     async def _post(
         self, path: str, payload: JSONObject, extra: Mapping[str, str] | None = None
     ) -> Response:
-        url = self._base + path
-        with upstream_failures(self.config.name, "is unreachable"):
-            return await self._client.http.request(
-                "POST",
-                url,
-                headers={**self._headers, **extra} if extra else self._headers,
-                body=orjson.dumps(payload),
-                read_timeout=self.config.timeout_seconds,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                proxy=self._client.proxies.proxy_for(url),
-            )
+        headers = {**self._headers, **extra} if extra else self._headers
+        body = orjson.dumps(payload)
+        return await self._client.post(self.config, self._base + path, headers, body)
 
 
 def _json_object(body: bytes, provider: str) -> JSONObject:

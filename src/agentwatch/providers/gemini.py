@@ -20,9 +20,9 @@ from agentwatch.providers.gemini_response import chat_completion, embeddings_res
 from agentwatch.providers.gemini_stream import GeminiStreamTranslator
 from agentwatch.providers.gemini_wire import embed_request, generate_content_request
 from agentwatch.upstream import (
-    CONNECT_TIMEOUT_SECONDS,
     USER_AGENT,
     UpstreamClient,
+    read_all,
     upstream_failures,
 )
 
@@ -93,23 +93,10 @@ class GeminiProvider:
         return _json_object(self.config.name, body)
 
     async def _post(self, url: str, request: JSONObject) -> Response:
-        with upstream_failures(self.config.name, "is unreachable"):
-            return await self._client.http.request(
-                "POST",
-                url,
-                headers=self._headers,
-                body=orjson.dumps(request),
-                read_timeout=self.config.timeout_seconds,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                proxy=self._client.proxies.proxy_for(url),
-            )
+        return await self._client.post(self.config, url, self._headers, orjson.dumps(request))
 
     async def _read(self, response: Response) -> bytes:
-        try:
-            with upstream_failures(self.config.name, "broke the connection"):
-                return await response.read()
-        finally:
-            response.release()
+        return await read_all(self.config.name, response)
 
 
 class GeminiStream:

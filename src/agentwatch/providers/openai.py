@@ -10,9 +10,9 @@ from agentwatch.errors import UpstreamError
 from agentwatch.http_client import Response
 from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig, Usage
 from agentwatch.upstream import (
-    CONNECT_TIMEOUT_SECONDS,
     USER_AGENT,
     UpstreamClient,
+    read_all,
     upstream_error,
     upstream_failures,
 )
@@ -99,23 +99,10 @@ class OpenAIProvider:
 
     async def _post(self, path: str, payload: JSONObject) -> Response:
         url = self._base + path
-        with upstream_failures(self.config.name, "is unreachable"):
-            return await self._client.http.request(
-                "POST",
-                url,
-                headers=self._headers,
-                body=orjson.dumps(payload),
-                read_timeout=self.config.timeout_seconds,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
-                proxy=self._client.proxies.proxy_for(url),
-            )
+        return await self._client.post(self.config, url, self._headers, orjson.dumps(payload))
 
     async def _read(self, response: Response) -> bytes:
-        try:
-            with upstream_failures(self.config.name, "broke the connection"):
-                return await response.read()
-        finally:
-            response.release()
+        return await read_all(self.config.name, response)
 
 
 class OpenAIStream:
