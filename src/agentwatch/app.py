@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -144,6 +145,11 @@ async def _lifespan(
 ) -> AsyncIterator[None]:
     state = await start_state(settings, config)
     api.state.agentwatch = state
+    # Everything built so far lives as long as the process: move it out of the collector's
+    # sight, so a full collection scans only what requests allocate (a full pass over the
+    # start-up heap took ~60 ms, a p99 spike whenever it ran).
+    gc.collect()
+    gc.freeze()
     refresher = asyncio.create_task(_refresh_forever(state), name="catalog-refresh")
     try:
         yield
