@@ -43,26 +43,38 @@ models:
       - provider: local
         model: my-own-model
   - name: broken
+    retries: 0
+    circuit: {{failure_threshold: 1000}}
     routes:
       - provider: local
         model: fail-500
   - name: limited
+    retries: 0
+    circuit: {{failure_threshold: 1000}}
     routes:
       - provider: local
         model: fail-429
   - name: too-long
+    retries: 0
+    circuit: {{failure_threshold: 1000}}
     routes:
       - provider: local
         model: fail-400
   - name: bad-upstream-key
+    retries: 0
+    circuit: {{failure_threshold: 1000}}
     routes:
       - provider: local
         model: fail-401
   - name: slow
+    retries: 0
+    circuit: {{failure_threshold: 1000}}
     routes:
       - provider: local
         model: slow-10
   - name: endless
+    retries: 0
+    circuit: {{failure_threshold: 1000}}
     routes:
       - provider: local
         model: stream-forever
@@ -71,6 +83,8 @@ models:
       - provider: local
         model: spaced-crlf
   - name: breaking
+    retries: 0
+    circuit: {{failure_threshold: 1000}}
     routes:
       - provider: local
         model: stream-break

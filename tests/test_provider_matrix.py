@@ -121,8 +121,10 @@ def gateway(
     )
     routes = [(f"m-{name}", name, case.upstream_model) for name, case in PROVIDERS.items()]
     routes += [(f"e-{name}-{model}", name, model) for name, model, _ in UPSTREAM_FAILURES]
+    # Failure aliases: no retries and no breaker, so every call meets the upstream's error.
     models = "\n".join(
-        f"  - {{name: {alias}, routes: [{{provider: {provider}, model: {model}}}]}}"
+        f"  - {{name: {alias}, routes: [{{provider: {provider}, model: {model}}}]"
+        + (", retries: 0, circuit: {failure_threshold: 1000}}" if alias.startswith("e-") else "}")
         for alias, provider, model in routes
     )
     tenants = f"  - {{name: t, api_keys: ['{key}']}}"

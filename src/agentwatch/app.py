@@ -23,6 +23,7 @@ from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
+from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import TenantAuthenticator
@@ -124,6 +125,7 @@ async def start_state(settings: Settings, config: GatewayConfig | None) -> AppSt
         authenticator=TenantAuthenticator(sessions),
         recorder=recorder,
         catalog=catalog,
+        router=Router(),
         default_org_id=org_id,
     )
 

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import logging
-import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -20,10 +19,13 @@ from agentwatch.providers.registry import (
     default_base_url,
     with_default_headers,
 )
+from agentwatch.routing.breaker import CircuitSettings
+from agentwatch.routing.strategies import DEFAULT_STRATEGY
 from agentwatch.upstream import UpstreamClient
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 600.0
+DEFAULT_RETRIES = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,20 +36,16 @@ class Route:
     adapter: ProviderAdapter | None
     unavailable_reason: str | None = None
     price: Price | None = None
+    order: int = 0  # for the fallback strategy; ties keep the configured order
 
 
 @dataclass(frozen=True, slots=True)
 class Alias:
     name: str
     routes: tuple[Route, ...]
-
-    def pick_route(self) -> Route:
-        if len(self.routes) == 1:
-            return self.routes[0]
-        weights = [max(route.weight, 0.0) for route in self.routes]
-        if not any(weights):
-            return self.routes[0]
-        return random.choices(self.routes, weights=weights)[0]
+    strategy: str = DEFAULT_STRATEGY
+    retries: int = DEFAULT_RETRIES
+    circuit: CircuitSettings = field(default_factory=CircuitSettings)
 
 
 @dataclass(slots=True)
@@ -93,8 +91,11 @@ async def load_catalog(
         if price is not None:
             catalog.prices[(model.org_id, model.name)] = price
         if model.routes:
-            routes = tuple(_route(model.org_id, raw, adapters) for raw in model.routes)
-            catalog.aliases[(model.org_id, model.name)] = Alias(model.name, routes)
+            routes = tuple(
+                _route(model.org_id, index, raw, adapters, client)
+                for index, raw in enumerate(model.routes)
+            )
+            catalog.aliases[(model.org_id, model.name)] = _alias(model, routes)
     return catalog
 
 
@@ -127,17 +128,42 @@ def _adapter(
         return None, str(exc)
 
 
+def _alias(model: Model, routes: tuple[Route, ...]) -> Alias:
+    routing = model.routing if isinstance(model.routing, dict) else {}
+    circuit = routing.get("circuit") if isinstance(routing.get("circuit"), dict) else {}
+    assert isinstance(circuit, dict)
+    defaults = CircuitSettings()
+    return Alias(
+        name=model.name,
+        routes=routes,
+        strategy=str(routing.get("strategy") or DEFAULT_STRATEGY),
+        retries=int(routing.get("retries", DEFAULT_RETRIES)),
+        circuit=CircuitSettings(
+            failure_threshold=int(circuit.get("failure_threshold", defaults.failure_threshold)),
+            cooldown_s=float(circuit.get("cooldown_s", defaults.cooldown_s)),
+            half_open_probes=int(circuit.get("half_open_probes", defaults.half_open_probes)),
+        ),
+    )
+
+
 def _route(
     org_id: int,
+    index: int,
     raw: object,
     adapters: dict[tuple[int, str], tuple[ProviderAdapter | None, str | None]],
+    client: UpstreamClient,
 ) -> Route:
     spec = raw if isinstance(raw, dict) else {}
     provider_name = str(spec.get("provider", ""))
     adapter, reason = adapters.get((org_id, provider_name), (None, None))
     if adapter is None and reason is None:
         reason = f"provider '{provider_name}' is not configured"
+    timeout = spec.get("timeout_s")
+    if adapter is not None and isinstance(timeout, int | float) and timeout > 0:
+        # A route's own timeout needs its own adapter; adapters are cheap to build.
+        adapter = build_provider(replace(adapter.config, timeout_seconds=float(timeout)), client)
     weight = spec.get("weight", 1.0)
+    order = spec.get("order")
     return Route(
         provider_name=provider_name,
         upstream_model=str(spec.get("model", "")),
@@ -145,6 +171,7 @@ def _route(
         adapter=adapter,
         unavailable_reason=reason,
         price=_route_price(spec.get("price")),
+        order=order if isinstance(order, int) else index,
     )
 
 

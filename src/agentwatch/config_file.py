@@ -59,12 +59,26 @@ class RouteSpec(PriceSpec):
     provider: str = Field(min_length=1)
     model: str = Field(min_length=1)
     weight: float = Field(default=1.0, ge=0)
+    order: int | None = Field(default=None, description="fallback order, lowest first")
+    timeout_s: float | None = Field(default=None, gt=0)
+    rpm: int | None = Field(default=None, gt=0)
+    tpm: int | None = Field(default=None, gt=0)
+    tags: list[str] = Field(default_factory=list)
+
+
+class CircuitSpec(_Strict):
+    failure_threshold: int = Field(default=5, ge=1)
+    cooldown_s: float = Field(default=30.0, gt=0)
+    half_open_probes: int = Field(default=1, ge=1)
 
 
 class ModelSpec(PriceSpec):
     name: str = Field(min_length=1, max_length=200)
     routes: list[RouteSpec] = Field(min_length=1)
     context_window: int | None = Field(default=None, gt=0)
+    strategy: Literal["weighted", "fallback", "least-latency", "lowest-cost"] = "weighted"
+    retries: int = Field(default=2, ge=0, le=10)
+    circuit: CircuitSpec = Field(default_factory=CircuitSpec)
 
 
 class TenantSpec(_Strict):
@@ -241,6 +255,11 @@ async def _apply_model(session: AsyncSession, spec: ModelSpec, org_id: int) -> N
         model = Model(org_id=org_id, name=spec.name)
         session.add(model)
     model.routes = [_route_dict(route, spec) for route in spec.routes]
+    model.routing = {
+        "strategy": spec.strategy,
+        "retries": spec.retries,
+        "circuit": spec.circuit.model_dump(),
+    }
     if spec.context_window is not None:
         model.context_window = spec.context_window
     model.is_active = True
@@ -251,6 +270,7 @@ def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:
         "provider": route.provider,
         "model": route.model,
         "weight": route.weight,
+        **route.model_dump(include={"order", "timeout_s", "rpm", "tpm", "tags"}, exclude_none=True),
     }
     price: PriceSpec = route if route.is_set() else model
     if price.is_set():

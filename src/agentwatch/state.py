@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agentwatch.catalog import Catalog
+from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
 from agentwatch.tenant_auth import TenantAuthenticator
 from agentwatch.upstream import UpstreamClient
@@ -22,4 +23,5 @@ class AppState:
     authenticator: TenantAuthenticator
     recorder: UsageRecorder
     catalog: Catalog
+    router: Router
     default_org_id: int

@@ -46,6 +46,7 @@ class UsageRecordOut(BaseModel):
     completion_tokens: int
     cached_tokens: int
     cache_write_tokens: int
+    attempts: int
     total_tokens: int
     cost_usd: float
     latency_ms: float

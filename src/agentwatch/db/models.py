@@ -189,6 +189,8 @@ class Model(Base):
     )
     name: Mapped[str] = mapped_column(String(200))
     routes: Mapped[list[Any]] = mapped_column(default=list)
+    # strategy, retries, circuit: how the routes are used (see agentwatch.routing)
+    routing: Mapped[dict[str, Any]] = mapped_column(default=dict, server_default="{}")
     input_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     output_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     cached_input_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
@@ -224,6 +226,7 @@ class UsageRecord(Base):
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
     # Nano-dollars: exact integer sums on every backend.
     cost_nanousd: Mapped[int] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[float] = mapped_column(Float)

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import orjson
 
+from agentwatch.catalog import Route
 from agentwatch.errors import GatewayError
 from agentwatch.frontends import messages_wire
 from agentwatch.frontends.messages_stream import MessagesStreamTranslator, NativeStreamRelay
-from agentwatch.providers.base import JSONObject, speaks_messages
+from agentwatch.providers.base import JSONObject, Provider, speaks_messages
 from agentwatch.proxy.asgi_io import Receive, Send
 from agentwatch.proxy.call import Call
-from agentwatch.proxy.frontend import ProxyContext
+from agentwatch.proxy.frontend import ProxyContext, Reply
 
 
 async def handle_messages(
@@ -22,26 +23,25 @@ async def handle_messages(
 ) -> None:
     messages_wire.check_request(payload)
     call.stream = payload.get("stream") is True
-    route, adapter = proxy.resolve(call)
-    if speaks_messages(adapter):
-        payload["model"] = route.upstream_model
+
+    async def attempt(route: Route, adapter: Provider) -> Reply:
+        if speaks_messages(adapter):
+            native = {**payload, "model": route.upstream_model}
+            if call.stream:
+                stream = await adapter.stream_messages(native, call.forward_headers)
+                return Reply(stream=stream, translator=NativeStreamRelay())
+            result = await adapter.messages(native, call.forward_headers)
+            return Reply(body=result.body, usage=result.usage)
+        chat = messages_wire.to_chat_request(payload, route.upstream_model)
         if call.stream:
-            stream = await adapter.stream_messages(payload, call.forward_headers)
-            await proxy.relay(call, stream, receive, send, NativeStreamRelay())
-        else:
-            result = await adapter.messages(payload, call.forward_headers)
-            await proxy.answer(call, result.body, result.usage, send)
-        return
-    chat = messages_wire.to_chat_request(payload, route.upstream_model)
-    if call.stream:
-        # The pivot's usage chunk is what fills the final message_delta's exact counts.
-        stream = await adapter.stream_chat(chat, forward_usage=True)
-        translator = MessagesStreamTranslator(call.model)
-        await proxy.relay(call, stream, receive, send, translator)
-        return
-    result = await adapter.chat(chat)
-    message = messages_wire.to_anthropic_message(result.data, call.model, result.usage)
-    await proxy.answer(call, orjson.dumps(message), result.usage, send)
+            # The pivot's usage chunk is what fills the final message_delta's exact counts.
+            stream = await adapter.stream_chat(chat, forward_usage=True)
+            return Reply(stream=stream, translator=MessagesStreamTranslator(call.model))
+        result = await adapter.chat(chat)
+        message = messages_wire.to_anthropic_message(result.data, call.model, result.usage)
+        return Reply(body=orjson.dumps(message), usage=result.usage)
+
+    await proxy.serve(call, attempt, receive, send)
 
 
 async def handle_count_tokens(
@@ -50,13 +50,16 @@ async def handle_count_tokens(
     """The provider's own count when it has one, else `messages_wire.estimate_input_tokens`.
     Counting generates nothing, so the call is metered at zero tokens."""
     messages_wire.check_request(payload, counting=True)
-    route, adapter = proxy.resolve(call)
-    if speaks_messages(adapter):
-        payload["model"] = route.upstream_model
-        tokens = await adapter.count_tokens(payload, call.forward_headers)
-    else:
-        tokens = messages_wire.estimate_input_tokens(payload)
-    await proxy.answer(call, orjson.dumps({"input_tokens": tokens}), None, send)
+
+    async def attempt(route: Route, adapter: Provider) -> Reply:
+        if speaks_messages(adapter):
+            native = {**payload, "model": route.upstream_model}
+            tokens = await adapter.count_tokens(native, call.forward_headers)
+        else:
+            tokens = messages_wire.estimate_input_tokens(payload)
+        return Reply(body=orjson.dumps({"input_tokens": tokens}))
+
+    await proxy.serve(call, attempt, receive, send)
 
 
 def anthropic_error_body(error: GatewayError) -> bytes:

@@ -19,7 +19,6 @@ from agentwatch.errors import (
     ModelNotAllowed,
     NotFound,
     UnknownModel,
-    UpstreamError,
 )
 from agentwatch.frontends.anthropic_messages import (
     anthropic_error_body,
@@ -49,7 +48,7 @@ from agentwatch.proxy.asgi_io import (
     wait_for_disconnect,
 )
 from agentwatch.proxy.call import Call
-from agentwatch.proxy.frontend import Endpoint, StreamTranslator
+from agentwatch.proxy.frontend import Attempt, Endpoint, Reply, StreamTranslator
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import Principal
 
@@ -134,7 +133,7 @@ class ProxyApp:
             raise AuthenticationFailed("invalid API key")
         return principal
 
-    def resolve(self, call: Call) -> tuple[Route, Provider]:
+    async def serve(self, call: Call, attempt: Attempt, receive: Receive, send: Send) -> None:
         state = self._state()
         principal = call.principal
         assert principal is not None
@@ -143,60 +142,63 @@ class ProxyApp:
             raise UnknownModel(f"the model '{call.model}' does not exist", param="model")
         if not principal.may_use(call.model):
             raise ModelNotAllowed(f"this API key may not use the model '{call.model}'")
-        route = alias.pick_route()
-        call.route = route
-        if route.adapter is None:
-            raise UpstreamError(
-                f"model '{call.model}' is unavailable: {route.unavailable_reason}",
-                code="provider_unavailable",
-            )
-        return route, route.adapter
+        reply = await state.router.run(call, alias, state.catalog, attempt)
+        if reply.stream is not None:
+            await self.relay(call, reply.stream, receive, send, reply.translator)
+        else:
+            assert reply.body is not None
+            await self.answer(call, reply.body, reply.usage, send)
 
     async def chat_completions(
         self, call: Call, payload: JSONObject, receive: Receive, send: Send
     ) -> None:
         validation.check_chat(payload)
-        route, adapter = self.resolve(call)
-        payload["model"] = route.upstream_model
-        if validation.wants_stream(payload):
-            call.stream = True
-            forward_usage = validation.wants_stream_usage(payload)
-            stream = await adapter.stream_chat(payload, forward_usage=forward_usage)
-            await self.relay(call, stream, receive, send)
-            return
-        result = await adapter.chat(payload)
-        await self.answer(call, result.body, result.usage, send)
+        call.stream = validation.wants_stream(payload)
+        forward_usage = validation.wants_stream_usage(payload)
+
+        async def attempt(route: Route, adapter: Provider) -> Reply:
+            body = {**payload, "model": route.upstream_model}
+            if call.stream:
+                return Reply(stream=await adapter.stream_chat(body, forward_usage=forward_usage))
+            result = await adapter.chat(body)
+            return Reply(body=result.body, usage=result.usage)
+
+        await self.serve(call, attempt, receive, send)
 
     async def embeddings(
         self, call: Call, payload: JSONObject, receive: Receive, send: Send
     ) -> None:
         validation.check_embeddings(payload)
-        route, adapter = self.resolve(call)
-        payload["model"] = route.upstream_model
-        result = await adapter.embeddings(payload)
-        await self.answer(call, result.body, result.usage, send)
+
+        async def attempt(route: Route, adapter: Provider) -> Reply:
+            result = await adapter.embeddings({**payload, "model": route.upstream_model})
+            return Reply(body=result.body, usage=result.usage)
+
+        await self.serve(call, attempt, receive, send)
 
     async def completions(
         self, call: Call, payload: JSONObject, receive: Receive, send: Send
     ) -> None:
         """OpenAI's legacy text completions, for upstreams that still serve them."""
         validation.check_completions(payload)
-        route, adapter = self.resolve(call)
-        if not speaks_legacy_completions(adapter):
-            raise InvalidRequest(
-                f"the provider of model '{call.model}' ({adapter.config.type}) has no legacy "
-                "completions API; use /v1/chat/completions",
-                param="model",
-            )
-        payload["model"] = route.upstream_model
-        if validation.wants_stream(payload):
-            call.stream = True
-            forward_usage = validation.wants_stream_usage(payload)
-            stream = await adapter.stream_completions(payload, forward_usage=forward_usage)
-            await self.relay(call, stream, receive, send)
-            return
-        result = await adapter.completions(payload)
-        await self.answer(call, result.body, result.usage, send)
+        call.stream = validation.wants_stream(payload)
+        forward_usage = validation.wants_stream_usage(payload)
+
+        async def attempt(route: Route, adapter: Provider) -> Reply:
+            if not speaks_legacy_completions(adapter):
+                raise InvalidRequest(
+                    f"the provider of model '{call.model}' ({adapter.config.type}) has no "
+                    "legacy completions API; use /v1/chat/completions",
+                    param="model",
+                )
+            body = {**payload, "model": route.upstream_model}
+            if call.stream:
+                stream = await adapter.stream_completions(body, forward_usage=forward_usage)
+                return Reply(stream=stream)
+            result = await adapter.completions(body)
+            return Reply(body=result.body, usage=result.usage)
+
+        await self.serve(call, attempt, receive, send)
 
     async def answer(self, call: Call, body: bytes, usage: Usage | None, send: Send) -> None:
         call.usage = usage
@@ -231,10 +233,13 @@ class ProxyApp:
             call.usage = stream.usage
             call.streamed_events = stream.content_events
             await stream.aclose()
-        if hung_up:
+        # A client may close as soon as it has the last event, while the relay still waits for
+        # the upstream's end of stream: with the final usage in hand the answer was complete.
+        if hung_up and stream.usage is None:
             call.client_gone()
             return
-        pump.result()
+        if not hung_up:
+            pump.result()
 
     async def _pump(
         self, call: Call, stream: ChatStream, send: Send, translator: StreamTranslator | None

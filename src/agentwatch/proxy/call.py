@@ -30,6 +30,8 @@ class Call:
     error_type: str | None = None
     usage: Usage | None = None
     first_byte_at: float | None = None
+    attempts: int = 0  # upstream attempts, retries and failovers included
+    failovers: int = 0  # routes given up on before the one that answered
     body_bytes: int = 0
     # Client headers a native adapter forwards upstream (Anthropic's beta flags).
     forward_headers: dict[str, str] = field(default_factory=dict)
@@ -80,6 +82,7 @@ class Call:
             completion_tokens=usage.completion_tokens,
             cached_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
+            attempts=self.attempts,
             cost_nanousd=price.cost_nanousd(usage) if price else 0,
             latency_ms=round((ended - self.started) * 1000, 3),
             ttft_ms=(

@@ -37,10 +37,25 @@ class StreamTranslator(Protocol):
         ...
 
 
+@dataclass(slots=True)
+class Reply:
+    """What one successful upstream attempt produced: a whole body, or an open stream (and
+    the translator its events go through, if the client speaks another API)."""
+
+    body: bytes | None = None
+    usage: Usage | None = None
+    stream: ChatStream | None = None
+    translator: StreamTranslator | None = None
+
+
+Attempt = Callable[[Route, Provider], Awaitable[Reply]]
+
+
 class ProxyContext(Protocol):
-    def resolve(self, call: Call) -> tuple[Route, Provider]:
-        """The route for `call.model` (checked against the caller's rights), and its adapter;
-        also records the route on the call."""
+    async def serve(self, call: Call, attempt: Attempt, receive: Receive, send: Send) -> None:
+        """Run `attempt` on the routes of `call.model` (strategy, retries, failover, circuit
+        breakers; the caller's rights checked first), then send the reply and meter it.
+        `attempt` builds its own request per route and must not change shared state."""
         ...
 
     async def answer(self, call: Call, body: bytes, usage: Usage | None, send: Send) -> None:

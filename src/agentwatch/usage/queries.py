@@ -102,6 +102,7 @@ def _record_json(record: UsageRecord, tenant: str | None) -> dict[str, object]:
         "completion_tokens": record.completion_tokens,
         "cached_tokens": record.cached_tokens,
         "cache_write_tokens": record.cache_write_tokens,
+        "attempts": record.attempts,
         "total_tokens": record.prompt_tokens + record.completion_tokens,
         "cost_usd": nanos_to_usd(record.cost_nanousd),
         "latency_ms": record.latency_ms,

@@ -45,7 +45,8 @@ class UsageEvent:
     cost_nanousd: int
     latency_ms: float
     ttft_ms: float | None
-    cache_write_tokens: int = 0  # last, so spill files written before it still load
+    cache_write_tokens: int = 0  # defaulted, so spill files written before them still load
+    attempts: int = 1
 
     def as_row(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS}

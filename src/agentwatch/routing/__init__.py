@@ -1,0 +1,1 @@
+"""Routing and resilience: strategies, retries with backoff, failover and circuit breakers."""

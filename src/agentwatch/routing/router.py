@@ -1,0 +1,145 @@
+"""Runs one request against an alias's routes: strategy order, circuit breakers, retries with
+backoff and full jitter on the same route, then failover to the next."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, TypeVar
+
+from agentwatch.errors import GatewayError, UpstreamError, UpstreamRateLimited
+from agentwatch.routing.breaker import CircuitBreaker
+from agentwatch.routing.strategies import order_routes
+
+if TYPE_CHECKING:
+    from agentwatch.catalog import Alias, Catalog, Route
+    from agentwatch.providers.base import Provider
+    from agentwatch.proxy.call import Call
+
+T = TypeVar("T")
+BACKOFF_BASE_S = 0.1
+BACKOFF_CAP_S = 2.0
+MAX_RETRY_AFTER_S = 5.0  # a longer retry-after is not waited out: the next route is tried
+EWMA_WEIGHT = 0.3
+
+
+class NoRouteAvailable(GatewayError):
+    status = 503
+    type = "overloaded_error"
+    code = "no_route_available"
+
+
+RouteKey = tuple[int, str, str, str]  # org, alias, provider, upstream model
+
+
+@dataclass(slots=True)
+class Router:
+    """Holds what outlives a catalog refresh: breakers and latency averages, keyed by route."""
+
+    rng: random.Random = field(default_factory=random.Random)
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
+    breakers: dict[RouteKey, CircuitBreaker] = field(default_factory=dict)
+    latency: dict[RouteKey, float] = field(default_factory=dict)
+
+    async def run(
+        self,
+        call: Call,
+        alias: Alias,
+        catalog: Catalog,
+        attempt: Callable[[Route, Provider], Awaitable[T]],
+    ) -> T:
+        org = call.principal.org_id if call.principal else 0
+
+        def key(route: Route) -> RouteKey:
+            return (org, alias.name, route.provider_name, route.upstream_model)
+
+        ordered = order_routes(
+            alias.strategy,
+            alias.routes,
+            latency_of=lambda r: self.latency.get(key(r)),
+            price_of=lambda r: catalog.price_for(org, r, alias.name),
+            rng=self.rng,
+        )
+        planned = [r for r in ordered if self._breaker(key(r), alias).would_allow()]
+        if not planned:
+            wait = min(self._breaker(key(r), alias).seconds_until_probe() for r in ordered)
+            raise NoRouteAvailable(
+                f"every route of model '{alias.name}' is failing; retry in {wait:.0f} s",
+                headers={"retry-after": str(max(1, round(wait)))},
+            )
+        budget = alias.retries  # extra attempts beyond one per route
+        last_error: GatewayError | None = None
+        for position, route in enumerate(planned):
+            tries = 0
+            while True:
+                breaker = self._breaker(key(route), alias)
+                if route.adapter is None or not breaker.allows():
+                    if route.adapter is None:
+                        last_error = _unavailable(alias.name, route)
+                    break
+                call.route = route
+                call.attempts += 1
+                started = time.perf_counter()
+                try:
+                    result = await attempt(route, route.adapter)
+                except UpstreamError as error:
+                    breaker.record_failure()
+                    last_error = error
+                    if not error.retryable:
+                        raise
+                    delay = _retry_delay(error, tries, self.rng)
+                    if budget <= 0 or delay is None or error.code == "upstream_auth_failed":
+                        break  # fail over now
+                    budget -= 1
+                    tries += 1
+                    await self.sleep(delay)
+                    continue
+                except BaseException:
+                    breaker.release_probe()  # not the route's fault (bad request, hang-up)
+                    raise
+                breaker.record_success()
+                self._observe(key(route), time.perf_counter() - started)
+                call.failovers = position
+                return result
+        if last_error is None:
+            raise NoRouteAvailable(f"every route of model '{alias.name}' is failing")
+        raise last_error
+
+    def _breaker(self, key: RouteKey, alias: Alias) -> CircuitBreaker:
+        breaker = self.breakers.get(key)
+        if breaker is None or breaker.settings != alias.circuit:
+            breaker = self.breakers[key] = CircuitBreaker(alias.circuit)
+        return breaker
+
+    def _observe(self, key: RouteKey, seconds: float) -> None:
+        previous = self.latency.get(key)
+        self.latency[key] = (
+            seconds if previous is None else previous + EWMA_WEIGHT * (seconds - previous)
+        )
+
+
+def _retry_delay(error: UpstreamError, tries: int, rng: random.Random) -> float | None:
+    """Full-jitter exponential backoff; a provider's retry-after wins when it is short."""
+    if isinstance(error, UpstreamRateLimited):
+        retry_after = _seconds(error.headers.get("retry-after"))
+        if retry_after is not None:
+            return retry_after if retry_after <= MAX_RETRY_AFTER_S else None
+    return rng.uniform(0, min(BACKOFF_CAP_S, BACKOFF_BASE_S * 2**tries))
+
+
+def _seconds(value: str | None) -> float | None:
+    try:
+        return max(0.0, float(value)) if value is not None else None
+    except ValueError:
+        return None
+
+
+def _unavailable(alias: str, route: Route) -> UpstreamError:
+    return UpstreamError(
+        f"model '{alias}' route via '{route.provider_name}' is unavailable: "
+        f"{route.unavailable_reason}",
+        code="provider_unavailable",
+    )
