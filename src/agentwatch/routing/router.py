@@ -86,10 +86,11 @@ class Router:
                 try:
                     result = await attempt(route, route.adapter)
                 except UpstreamError as error:
+                    if not error.retryable:
+                        breaker.record_success()  # the route answered: the request was at fault
+                        raise
                     breaker.record_failure()
                     last_error = error
-                    if not error.retryable:
-                        raise
                     delay = _retry_delay(error, tries, self.rng)
                     if budget <= 0 or delay is None or error.code == "upstream_auth_failed":
                         break  # fail over now
