@@ -113,7 +113,10 @@ def _adapter(
     base_url = provider.base_url or default_base_url(provider.type)
     if not base_url:
         return None, f"provider '{provider.name}' has no base_url"
-    headers = provider.extra.get("headers", {}) if isinstance(provider.extra, dict) else {}
+    extra = provider.extra if isinstance(provider.extra, dict) else {}
+    headers = extra.get("headers") or {}
+    max_concurrency = extra.get("max_concurrency")
+    max_queue = extra.get("max_queue")
     config = ProviderConfig(
         name=provider.name,
         type=provider.type,
@@ -121,6 +124,9 @@ def _adapter(
         api_key=api_key,
         timeout_seconds=provider.timeout_seconds or DEFAULT_TIMEOUT_SECONDS,
         headers=with_default_headers(provider.type, {str(k): str(v) for k, v in headers.items()}),
+        max_concurrency=max_concurrency if isinstance(max_concurrency, int) else None,
+        # The queue defaults to as many waiting calls as may run.
+        max_queue=max_queue if isinstance(max_queue, int) else (max_concurrency or 0),
     )
     try:
         return build_provider(config, client), None

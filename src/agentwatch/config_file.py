@@ -43,6 +43,8 @@ class ProviderSpec(_Strict):
     api_key: str | None = None
     timeout: float | None = Field(default=None, gt=0, description="seconds")
     headers: dict[str, str] = Field(default_factory=dict)
+    max_concurrency: int | None = Field(default=None, ge=1)
+    max_queue: int | None = Field(default=None, ge=0)
 
 
 class PriceSpec(_Strict):
@@ -214,7 +216,9 @@ async def _apply_provider(
     provider.type = spec.type
     provider.base_url = spec.base_url
     provider.timeout_seconds = spec.timeout
-    provider.extra = {"headers": spec.headers} if spec.headers else {}
+    provider.extra = spec.model_dump(
+        include={"headers", "max_concurrency", "max_queue"}, exclude_none=True
+    )
     provider.is_active = True
     await session.flush()
     keys = (

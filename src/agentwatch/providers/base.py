@@ -47,6 +47,8 @@ class ProviderConfig:
     api_key: str | None
     timeout_seconds: float = 600.0
     headers: dict[str, str] = field(default_factory=dict)
+    max_concurrency: int | None = None  # the gateway's own limit on calls in flight
+    max_queue: int = 0  # calls allowed to wait for a slot beyond that
 
 
 class ChatResult:
@@ -86,8 +88,13 @@ class ChatResult:
 class ChatStream(Protocol):
     """An open upstream stream, yielding complete OpenAI SSE events (`data: ...\\n\\n`)."""
 
-    usage: Usage | None
-    content_events: int  # events forwarded so far: a token estimate if the client hangs up
+    @property
+    def usage(self) -> Usage | None: ...
+
+    @property
+    def content_events(self) -> int:
+        """Events forwarded so far: a token estimate if the client hangs up."""
+        ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...
 

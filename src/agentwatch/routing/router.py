@@ -8,18 +8,19 @@ import random
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from agentwatch.errors import GatewayError, UpstreamError, UpstreamRateLimited
 from agentwatch.routing.breaker import CircuitBreaker
+from agentwatch.routing.limits import ConcurrencyLimit, HeldStream, RouteSaturated
 from agentwatch.routing.strategies import order_routes
 
 if TYPE_CHECKING:
     from agentwatch.catalog import Alias, Catalog, Route
-    from agentwatch.providers.base import Provider
+    from agentwatch.providers.base import Provider, ProviderConfig
     from agentwatch.proxy.call import Call
+    from agentwatch.proxy.frontend import Reply
 
-T = TypeVar("T")
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
 MAX_RETRY_AFTER_S = 5.0  # a longer retry-after is not waited out: the next route is tried
@@ -43,14 +44,15 @@ class Router:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     breakers: dict[RouteKey, CircuitBreaker] = field(default_factory=dict)
     latency: dict[RouteKey, float] = field(default_factory=dict)
+    limits: dict[tuple[int, str], ConcurrencyLimit] = field(default_factory=dict)
 
     async def run(
         self,
         call: Call,
         alias: Alias,
         catalog: Catalog,
-        attempt: Callable[[Route, Provider], Awaitable[T]],
-    ) -> T:
+        attempt: Callable[[Route, Provider], Awaitable[Reply]],
+    ) -> Reply:
         org = call.principal.org_id if call.principal else 0
 
         def key(route: Route) -> RouteKey:
@@ -81,10 +83,17 @@ class Router:
                         last_error = _unavailable(alias.name, route)
                     break
                 call.route = route
-                call.attempts += 1
                 started = time.perf_counter()
+                limit = self._limit(org, route.adapter.config)
                 try:
-                    result = await attempt(route, route.adapter)
+                    if limit is not None:
+                        await limit.acquire(route.provider_name)
+                    call.attempts += 1
+                    result = await _holding(limit, attempt, route, route.adapter)
+                except RouteSaturated as error:
+                    breaker.release_probe()  # the provider was never asked
+                    last_error = error
+                    break
                 except UpstreamError as error:
                     if not error.retryable:
                         breaker.record_success()  # the route answered: the request was at fault
@@ -109,6 +118,16 @@ class Router:
             raise NoRouteAvailable(f"every route of model '{alias.name}' is failing")
         raise last_error
 
+    def _limit(self, org: int, config: ProviderConfig) -> ConcurrencyLimit | None:
+        if config.max_concurrency is None:
+            return None
+        key = (org, config.name)
+        limit = self.limits.get(key)
+        settings = (config.max_concurrency, config.max_queue)
+        if limit is None or (limit.max_concurrency, limit.max_queue) != settings:
+            limit = self.limits[key] = ConcurrencyLimit(*settings)
+        return limit
+
     def _breaker(self, key: RouteKey, alias: Alias) -> CircuitBreaker:
         breaker = self.breakers.get(key)
         if breaker is None or breaker.settings != alias.circuit:
@@ -120,6 +139,28 @@ class Router:
         self.latency[key] = (
             seconds if previous is None else previous + EWMA_WEIGHT * (seconds - previous)
         )
+
+
+async def _holding(
+    limit: ConcurrencyLimit | None,
+    attempt: Callable[[Route, Provider], Awaitable[Reply]],
+    route: Route,
+    adapter: Provider,
+) -> Reply:
+    """Run the attempt in a concurrency slot: released with the answer, or, for a stream,
+    when the stream is closed."""
+    if limit is None:
+        return await attempt(route, adapter)
+    try:
+        reply = await attempt(route, adapter)
+    except BaseException:
+        limit.release()
+        raise
+    if reply.stream is None:
+        limit.release()
+    else:
+        reply.stream = HeldStream(reply.stream, limit)
+    return reply
 
 
 def _retry_delay(error: UpstreamError, tries: int, rng: random.Random) -> float | None:
