@@ -115,7 +115,11 @@ class Router:
                 call.failovers = position
                 return result
         if last_error is None:
-            raise NoRouteAvailable(f"every route of model '{alias.name}' is failing")
+            # Every route was mid-probe: those finish quickly, so a second is enough.
+            raise NoRouteAvailable(
+                f"every route of model '{alias.name}' is being probed after failures",
+                headers={"retry-after": "1"},
+            )
         raise last_error
 
     def _limit(self, org: int, config: ProviderConfig) -> ConcurrencyLimit | None:
