@@ -26,6 +26,8 @@ from agentwatch.upstream import UpstreamClient
 log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_SECONDS = 600.0
 DEFAULT_RETRIES = 2
+# The provider's first usable adapter, why there is none, and one adapter per key.
+ProviderAdapters = tuple[ProviderAdapter | None, str | None, tuple[ProviderAdapter, ...]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -37,6 +39,9 @@ class Route:
     unavailable_reason: str | None = None
     price: Price | None = None
     order: int = 0  # for the fallback strategy; ties keep the configured order
+    # One adapter per upstream key of the provider, `adapter` first: a rate-limited or
+    # refused key is rested and the next one used.
+    key_adapters: tuple[ProviderAdapter, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,13 +81,16 @@ async def load_catalog(
 ) -> Catalog:
     providers = (await session.scalars(select(Provider).where(Provider.is_active))).all()
     keys = (await session.scalars(select(ProviderKey).where(ProviderKey.is_active))).all()
-    key_by_provider: dict[int, ProviderKey] = {}
+    keys_by_provider: dict[int, list[ProviderKey]] = {}
     for key in sorted(keys, key=lambda k: k.id):
-        key_by_provider.setdefault(key.provider_id, key)
-    adapters: dict[tuple[int, str], tuple[ProviderAdapter | None, str | None]] = {}
+        keys_by_provider.setdefault(key.provider_id, []).append(key)
+    adapters: dict[tuple[int, str], ProviderAdapters] = {}
     for provider in providers:
-        adapters[(provider.org_id, provider.name)] = _adapter(
-            provider, key_by_provider.get(provider.id), encryption_key, client
+        own: list[ProviderKey | None] = [*keys_by_provider.get(provider.id, [])] or [None]
+        built = [_adapter(provider, key, encryption_key, client) for key in own]
+        usable = [adapter for adapter, _ in built if adapter is not None]
+        adapters[(provider.org_id, provider.name)] = (
+            (usable[0], None, tuple(usable)) if usable else (None, built[0][1], ())
         )
 
     catalog = Catalog()
@@ -156,18 +164,22 @@ def _route(
     org_id: int,
     index: int,
     raw: object,
-    adapters: dict[tuple[int, str], tuple[ProviderAdapter | None, str | None]],
+    adapters: dict[tuple[int, str], ProviderAdapters],
     client: UpstreamClient,
 ) -> Route:
     spec = raw if isinstance(raw, dict) else {}
     provider_name = str(spec.get("provider", ""))
-    adapter, reason = adapters.get((org_id, provider_name), (None, None))
+    adapter, reason, key_adapters = adapters.get((org_id, provider_name), (None, None, ()))
     if adapter is None and reason is None:
         reason = f"provider '{provider_name}' is not configured"
     timeout = spec.get("timeout_s")
     if adapter is not None and isinstance(timeout, int | float) and timeout > 0:
         # A route's own timeout needs its own adapter; adapters are cheap to build.
-        adapter = build_provider(replace(adapter.config, timeout_seconds=float(timeout)), client)
+        key_adapters = tuple(
+            build_provider(replace(a.config, timeout_seconds=float(timeout)), client)
+            for a in key_adapters
+        )
+        adapter = key_adapters[0]
     weight = spec.get("weight", 1.0)
     order = spec.get("order")
     return Route(
@@ -178,6 +190,7 @@ def _route(
         unavailable_reason=reason,
         price=_route_price(spec.get("price")),
         order=order if isinstance(order, int) else index,
+        key_adapters=key_adapters,
     )
 
 

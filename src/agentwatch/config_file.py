@@ -41,6 +41,7 @@ class ProviderSpec(_Strict):
     type: ProviderTypeName
     base_url: str | None = None
     api_key: str | None = None
+    api_keys: list[str] = Field(default_factory=list, description="rotated on 401/403/429")
     timeout: float | None = Field(default=None, gt=0, description="seconds")
     headers: dict[str, str] = Field(default_factory=dict)
     max_concurrency: int | None = Field(default=None, ge=1)
@@ -224,24 +225,22 @@ async def _apply_provider(
     keys = (
         await session.scalars(select(ProviderKey).where(ProviderKey.provider_id == provider.id))
     ).all()
-    if not spec.api_key:
-        for key in keys:
-            key.is_active = False
-        return
-    current = next(
-        (k for k in keys if k.is_active and _decrypts_to(k, spec.api_key, encryption_key)), None
-    )
-    if current is not None:
-        return
-    for key in keys:
-        key.is_active = False
-    session.add(
-        ProviderKey(
-            provider_id=provider.id,
-            name="config",
-            encrypted_key=encrypt_secret(spec.api_key, encryption_key),
-        )
-    )
+    wanted = list(dict.fromkeys([*([spec.api_key] if spec.api_key else []), *spec.api_keys]))
+    kept: set[str] = set()
+    for key in sorted(keys, key=lambda k: k.id):
+        plaintext = next((w for w in wanted if _decrypts_to(key, w, encryption_key)), None)
+        key.is_active = plaintext is not None and plaintext not in kept
+        if key.is_active and plaintext is not None:
+            kept.add(plaintext)
+    for plaintext in wanted:
+        if plaintext not in kept:
+            session.add(
+                ProviderKey(
+                    provider_id=provider.id,
+                    name="config",
+                    encrypted_key=encrypt_secret(plaintext, encryption_key),
+                )
+            )
 
 
 def _decrypts_to(key: ProviderKey, plaintext: str, encryption_key: bytes) -> bool:

@@ -25,6 +25,8 @@ BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
 MAX_RETRY_AFTER_S = 5.0  # a longer retry-after is not waited out: the next route is tried
 EWMA_WEIGHT = 0.3
+KEY_REST_RATE_LIMITED_S = 60.0  # a 429 without retry-after rests the key this long
+KEY_REST_REFUSED_S = 300.0  # a key the provider refused (401/403)
 
 
 class NoRouteAvailable(GatewayError):
@@ -45,6 +47,7 @@ class Router:
     breakers: dict[RouteKey, CircuitBreaker] = field(default_factory=dict)
     latency: dict[RouteKey, float] = field(default_factory=dict)
     limits: dict[tuple[int, str], ConcurrencyLimit] = field(default_factory=dict)
+    rested: dict[tuple[int, str, int], float] = field(default_factory=dict)  # key → until
 
     async def run(
         self,
@@ -78,18 +81,20 @@ class Router:
             tries = 0
             while True:
                 breaker = self._breaker(key(route), alias)
-                if route.adapter is None or not breaker.allows():
+                picked = self._pick_key(org, route)
+                if picked is None or not breaker.allows():
                     if route.adapter is None:
                         last_error = _unavailable(alias.name, route)
                     break
+                key_index, adapter = picked
                 call.route = route
                 started = time.perf_counter()
-                limit = self._limit(org, route.adapter.config)
+                limit = self._limit(org, adapter.config)
                 try:
                     if limit is not None:
                         await limit.acquire(route.provider_name)
                     call.attempts += 1
-                    result = await _holding(limit, attempt, route, route.adapter)
+                    result = await _holding(limit, attempt, route, adapter)
                 except RouteSaturated as error:
                     breaker.release_probe()  # the provider was never asked
                     last_error = error
@@ -98,6 +103,10 @@ class Router:
                     if not error.retryable:
                         breaker.record_success()  # the route answered: the request was at fault
                         raise
+                    last_error = error
+                    if self._rest_key(org, route, key_index, error):
+                        breaker.release_probe()
+                        continue  # the same route with its next key, at once
                     breaker.record_failure()
                     last_error = error
                     delay = _retry_delay(error, tries, self.rng)
@@ -121,6 +130,29 @@ class Router:
                 headers={"retry-after": "1"},
             )
         raise last_error
+
+    def _pick_key(self, org: int, route: Route) -> tuple[int, Provider] | None:
+        """The route's first upstream key that is not resting, with its adapter."""
+        if len(route.key_adapters) <= 1:
+            return None if route.adapter is None else (0, route.adapter)
+        now = time.monotonic()
+        for index, adapter in enumerate(route.key_adapters):
+            if self.rested.get((org, route.provider_name, index), 0.0) <= now:
+                return index, adapter
+        return None
+
+    def _rest_key(self, org: int, route: Route, index: int, error: UpstreamError) -> bool:
+        """Rest a key the provider throttled or refused; True if another key can be tried."""
+        if len(route.key_adapters) <= 1:
+            return False
+        if isinstance(error, UpstreamRateLimited):
+            rest = _seconds(error.headers.get("retry-after")) or KEY_REST_RATE_LIMITED_S
+        elif error.code == "upstream_auth_failed":
+            rest = KEY_REST_REFUSED_S
+        else:
+            return False
+        self.rested[(org, route.provider_name, index)] = time.monotonic() + rest
+        return self._pick_key(org, route) is not None
 
     def _limit(self, org: int, config: ProviderConfig) -> ConcurrencyLimit | None:
         if config.max_concurrency is None:
