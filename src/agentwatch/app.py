@@ -11,6 +11,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -24,6 +26,8 @@ from agentwatch.db.migrate import upgrade_database
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
 from agentwatch.routing.router import Router
+from agentwatch.routing.shared import POLL_SECONDS as SHARED_CIRCUIT_POLL_SECONDS
+from agentwatch.routing.shared import SharedCircuits
 from agentwatch.settings import Settings
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import TenantAuthenticator
@@ -152,14 +156,37 @@ async def _lifespan(
     # start-up heap took ~60 ms, a p99 spike whenever it ran).
     gc.collect()
     gc.freeze()
-    refresher = asyncio.create_task(_refresh_forever(state), name="catalog-refresh")
+    background = [asyncio.create_task(_refresh_forever(state), name="catalog-refresh")]
+    shared = _shared_circuits(settings)
+    if shared is not None:
+        state.router.shared = shared
+        background.append(asyncio.create_task(_sync_circuits(state, shared), name="circuits"))
     try:
         yield
     finally:
-        refresher.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await refresher
+        for task in background:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if shared is not None:
+            await shared.close()
         await stop_state(state)
+
+
+def _shared_circuits(settings: Settings) -> SharedCircuits | None:
+    if settings.redis_url is None:
+        return None
+    return SharedCircuits(Redis.from_url(settings.redis_url), settings.redis_prefix)
+
+
+async def _sync_circuits(state: AppState, shared: SharedCircuits) -> None:
+    """Adopt circuits other replicas opened; Redis being away only delays that."""
+    while True:
+        try:
+            state.router.adopt_open_circuits(await shared.open_routes())
+        except (RedisError, OSError) as exc:
+            log.warning("could not read shared circuit state from Redis: %s", exc)
+        await asyncio.sleep(SHARED_CIRCUIT_POLL_SECONDS)
 
 
 async def _refresh_forever(state: AppState) -> None:

@@ -25,6 +25,7 @@ class Settings:
     data_dir: Path
     database_url: str
     redis_url: str | None
+    redis_prefix: str
     jwt_secret: str
     encryption_key: bytes
     host: str
@@ -78,6 +79,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             env.get("DATABASE_URL") or f"sqlite:///{data_dir / 'agentwatch.db'}"
         ),
         redis_url=env.get("REDIS_URL") or None,
+        redis_prefix=env.get("AGENTWATCH_REDIS_PREFIX") or "agentwatch:",
         jwt_secret=jwt_secret,
         encryption_key=parse_encryption_key(raw_encryption_key),
         host=env.get("HOST") or "127.0.0.1",

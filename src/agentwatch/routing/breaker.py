@@ -76,6 +76,14 @@ class CircuitBreaker:
         if self.consecutive_failures >= self.settings.failure_threshold:
             self._open()
 
+    def force_open(self, seconds: float) -> None:
+        """Open for `seconds` from now, because another replica saw the route fail."""
+        if self.state is CircuitState.OPEN and self.seconds_until_probe() >= seconds:
+            return
+        self.state = CircuitState.OPEN
+        self.opened_at = self._now() - self.settings.cooldown_s + seconds
+        self.probes_in_flight = 0
+
     def _open(self) -> None:
         self.state = CircuitState.OPEN
         self.opened_at = self._now()

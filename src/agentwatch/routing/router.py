@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from agentwatch.errors import GatewayError, UpstreamError, UpstreamRateLimited
-from agentwatch.routing.breaker import CircuitBreaker
+from agentwatch.routing.breaker import CircuitBreaker, CircuitState
 from agentwatch.routing.limits import ConcurrencyLimit, HeldStream, RouteSaturated
 from agentwatch.routing.strategies import order_routes
 
@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from agentwatch.providers.base import Provider, ProviderConfig
     from agentwatch.proxy.call import Call
     from agentwatch.proxy.frontend import Reply
+    from agentwatch.routing.shared import SharedCircuits
 
 BACKOFF_BASE_S = 0.1
 BACKOFF_CAP_S = 2.0
@@ -48,6 +49,8 @@ class Router:
     latency: dict[RouteKey, float] = field(default_factory=dict)
     limits: dict[tuple[int, str], ConcurrencyLimit] = field(default_factory=dict)
     rested: dict[tuple[int, str, int], float] = field(default_factory=dict)  # key → until
+    shared: SharedCircuits | None = None
+    remote_open: dict[RouteKey, float] = field(default_factory=dict)  # wall-clock until
 
     async def run(
         self,
@@ -107,7 +110,7 @@ class Router:
                     if self._rest_key(org, route, key_index, error):
                         breaker.release_probe()
                         continue  # the same route with its next key, at once
-                    breaker.record_failure()
+                    self._record_failure(key(route), breaker)
                     last_error = error
                     delay = _retry_delay(error, tries, self.rng)
                     if budget <= 0 or delay is None or error.code == "upstream_auth_failed":
@@ -130,6 +133,21 @@ class Router:
                 headers={"retry-after": "1"},
             )
         raise last_error
+
+    def _record_failure(self, key: RouteKey, breaker: CircuitBreaker) -> None:
+        was_open = breaker.state is CircuitState.OPEN
+        breaker.record_failure()
+        if self.shared is not None and not was_open and breaker.state is CircuitState.OPEN:
+            self.shared.publish_open(key, breaker.settings.cooldown_s)
+
+    def adopt_open_circuits(self, opened: dict[RouteKey, float]) -> None:
+        """Open local breakers that another replica opened (times are wall-clock)."""
+        now = time.time()
+        self.remote_open = {key: until for key, until in opened.items() if until > now}
+        for key, until in self.remote_open.items():
+            breaker = self.breakers.get(key)
+            if breaker is not None:
+                breaker.force_open(until - now)
 
     def _pick_key(self, org: int, route: Route) -> tuple[int, Provider] | None:
         """The route's first upstream key that is not resting, with its adapter."""
@@ -168,6 +186,9 @@ class Router:
         breaker = self.breakers.get(key)
         if breaker is None or breaker.settings != alias.circuit:
             breaker = self.breakers[key] = CircuitBreaker(alias.circuit)
+            until = self.remote_open.get(key)
+            if until is not None and until > time.time():
+                breaker.force_open(until - time.time())
         return breaker
 
     def _observe(self, key: RouteKey, seconds: float) -> None:
