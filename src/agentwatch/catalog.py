@@ -172,12 +172,11 @@ def _route(
     adapter, reason, key_adapters = adapters.get((org_id, provider_name), (None, None, ()))
     if adapter is None and reason is None:
         reason = f"provider '{provider_name}' is not configured"
-    timeout = spec.get("timeout_s")
-    if adapter is not None and isinstance(timeout, int | float) and timeout > 0:
-        # A route's own timeout needs its own adapter; adapters are cheap to build.
+    timeouts = _route_timeouts(spec)
+    if adapter is not None and timeouts:
+        # A route's own timeouts need their own adapters; adapters are cheap to build.
         key_adapters = tuple(
-            build_provider(replace(a.config, timeout_seconds=float(timeout)), client)
-            for a in key_adapters
+            build_provider(_with_timeouts(a.config, timeouts), client) for a in key_adapters
         )
         adapter = key_adapters[0]
     weight = spec.get("weight", 1.0)
@@ -192,6 +191,34 @@ def _route(
         order=order if isinstance(order, int) else index,
         key_adapters=key_adapters,
     )
+
+
+_TIMEOUT_FIELDS = {
+    "timeout_s": "timeout_seconds",
+    "connect_timeout_s": "connect_timeout_seconds",
+    "first_byte_timeout_s": "first_byte_timeout_seconds",
+}
+
+
+def _with_timeouts(config: ProviderConfig, timeouts: dict[str, float]) -> ProviderConfig:
+    return replace(
+        config,
+        timeout_seconds=timeouts.get("timeout_seconds", config.timeout_seconds),
+        connect_timeout_seconds=timeouts.get(
+            "connect_timeout_seconds", config.connect_timeout_seconds
+        ),
+        first_byte_timeout_seconds=timeouts.get(
+            "first_byte_timeout_seconds", config.first_byte_timeout_seconds
+        ),
+    )
+
+
+def _route_timeouts(spec: dict[str, object]) -> dict[str, float]:
+    return {
+        field: float(value)
+        for key, field in _TIMEOUT_FIELDS.items()
+        if isinstance(value := spec.get(key), int | float) and value > 0
+    }
 
 
 def _route_price(raw: object) -> Price | None:

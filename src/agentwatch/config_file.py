@@ -63,7 +63,9 @@ class RouteSpec(PriceSpec):
     model: str = Field(min_length=1)
     weight: float = Field(default=1.0, ge=0)
     order: int | None = Field(default=None, description="fallback order, lowest first")
-    timeout_s: float | None = Field(default=None, gt=0)
+    timeout_s: float | None = Field(default=None, gt=0, description="idle seconds between bytes")
+    connect_timeout_s: float | None = Field(default=None, gt=0)
+    first_byte_timeout_s: float | None = Field(default=None, gt=0)
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
     tags: list[str] = Field(default_factory=list)
@@ -273,7 +275,18 @@ def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:
         "provider": route.provider,
         "model": route.model,
         "weight": route.weight,
-        **route.model_dump(include={"order", "timeout_s", "rpm", "tpm", "tags"}, exclude_none=True),
+        **route.model_dump(
+            include={
+                "order",
+                "timeout_s",
+                "connect_timeout_s",
+                "first_byte_timeout_s",
+                "rpm",
+                "tpm",
+                "tags",
+            },
+            exclude_none=True,
+        ),
     }
     price: PriceSpec = route if route.is_set() else model
     if price.is_set():

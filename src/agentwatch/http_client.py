@@ -152,6 +152,7 @@ class _Connection(asyncio.Protocol):
         self._keep_alive = True
         self._ends_at_close = False
         self._timeout = 0.0
+        self._idle_timeout = 0.0
         self._last_activity = 0.0
         self._timer: asyncio.TimerHandle | None = None
         self._paused = False
@@ -205,6 +206,7 @@ class _Connection(asyncio.Protocol):
             for name, _ in response.raw_headers
         )
         self._ends_at_close = not framed and response.status not in (204, 304)
+        self._timeout = self._idle_timeout  # the first byte is in: now the gap between bytes
         if self._head is not None and not self._head.done():
             self._head.set_result(response)
 
@@ -218,13 +220,16 @@ class _Connection(asyncio.Protocol):
             self._response._finish(None)
 
     # the client's side
-    async def send(self, head: bytes, body: bytes, timeout: float) -> Response:
+    async def send(
+        self, head: bytes, body: bytes, timeout: float, first_byte_timeout: float | None = None
+    ) -> Response:
         assert self.transport is not None
         self._response = Response(self)
         self._head = self._loop.create_future()
         self._got_bytes = False
         self._ends_at_close = False
-        self._arm(timeout)
+        self._idle_timeout = timeout
+        self._arm(first_byte_timeout or timeout)
         self.transport.write(head + body if len(body) < 65536 else head)
         if len(body) >= 65536:
             self.transport.write(body)
@@ -416,6 +421,7 @@ class HttpClient:
         body: bytes = b"",
         read_timeout: float,
         connect_timeout: float = 10.0,
+        first_byte_timeout: float | None = None,
         proxy: str | None = None,
     ) -> Response:
         target = Target.parse(url)
@@ -430,14 +436,14 @@ class HttpClient:
         connection = self._pool.take(key)
         if connection is not None:
             try:
-                return await connection.send(head, body, read_timeout)
+                return await connection.send(head, body, read_timeout, first_byte_timeout)
             except ConnectionClosed:
                 # The server dropped an idle connection as we reused it: nothing was
                 # processed, so one retry on a fresh connection is safe.
                 if connection.got_bytes:
                     raise
         connection = await self._pool.open(target, proxy, connect_timeout)
-        return await connection.send(head, body, read_timeout)
+        return await connection.send(head, body, read_timeout, first_byte_timeout)
 
     async def close(self) -> None:
         self._pool.close()

@@ -55,7 +55,6 @@ def bypasses_proxy(host: str, port: int | None, no_proxy: str) -> bool:
     return False
 
 
-CONNECT_TIMEOUT_SECONDS = 10.0
 USER_AGENT = "agentwatch"
 
 
@@ -77,7 +76,8 @@ class UpstreamClient:
                 headers=headers,
                 body=body,
                 read_timeout=provider.timeout_seconds,
-                connect_timeout=CONNECT_TIMEOUT_SECONDS,
+                connect_timeout=provider.connect_timeout_seconds,
+                first_byte_timeout=provider.first_byte_timeout_seconds,
                 proxy=self.proxies.proxy_for(url),
             )
 

@@ -47,6 +47,8 @@ class ProviderConfig:
     api_key: str | None
     timeout_seconds: float = 600.0
     headers: dict[str, str] = field(default_factory=dict)
+    connect_timeout_seconds: float = 10.0
+    first_byte_timeout_seconds: float | None = None  # until the response starts (default: timeout)
     max_concurrency: int | None = None  # the gateway's own limit on calls in flight
     max_queue: int = 0  # calls allowed to wait for a slot beyond that
 
