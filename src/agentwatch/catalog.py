@@ -42,6 +42,7 @@ class Route:
     # One adapter per upstream key of the provider, `adapter` first: a rate-limited or
     # refused key is rested and the next one used.
     key_adapters: tuple[ProviderAdapter, ...] = ()
+    context_window: int | None = None  # lets a too-long request fail over to a larger window
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,6 +191,7 @@ def _route(
         price=_route_price(spec.get("price")),
         order=order if isinstance(order, int) else index,
         key_adapters=key_adapters,
+        context_window=window if isinstance(window := spec.get("context_window"), int) else None,
     )
 
 

@@ -69,6 +69,7 @@ class RouteSpec(PriceSpec):
     rpm: int | None = Field(default=None, gt=0)
     tpm: int | None = Field(default=None, gt=0)
     tags: list[str] = Field(default_factory=list)
+    context_window: int | None = Field(default=None, gt=0)
 
 
 class CircuitSpec(_Strict):
@@ -284,6 +285,7 @@ def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:
                 "rpm",
                 "tpm",
                 "tags",
+                "context_window",
             },
             exclude_none=True,
         ),

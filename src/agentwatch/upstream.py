@@ -107,8 +107,12 @@ def upstream_error(
         # The provider refused the gateway's credential: the client's key is fine.
         return UpstreamError(text, code="upstream_auth_failed")
     if 400 <= status < 500 and status not in (408, 409):
-        return UpstreamRejected(text, status=404 if status == 404 else 400)
+        code = "context_length_exceeded" if _CONTEXT_LENGTH in body else None
+        return UpstreamRejected(text, status=404 if status == 404 else 400, code=code)
     return UpstreamError(text)
+
+
+_CONTEXT_LENGTH = b"context_length_exceeded"  # OpenAI's and most compatible servers' code
 
 
 def _error_message(body: bytes) -> str | None:

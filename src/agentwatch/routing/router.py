@@ -105,7 +105,13 @@ class Router:
                 except UpstreamError as error:
                     if not error.retryable:
                         breaker.record_success()  # the route answered: the request was at fault
-                        raise
+                        larger = _larger_window(planned[position + 1 :], route, error)
+                        if larger is None:
+                            raise
+                        planned.remove(larger)
+                        planned.insert(position + 1, larger)  # next, whatever its rank
+                        last_error = error
+                        break
                     last_error = error
                     if self._rest_key(org, route, key_index, error):
                         breaker.release_probe()
@@ -218,6 +224,14 @@ async def _holding(
     else:
         reply.stream = HeldStream(reply.stream, limit)
     return reply
+
+
+def _larger_window(later: list[Route], failed: Route, error: UpstreamError) -> Route | None:
+    """For a request too long for the route, a later route with a larger context window."""
+    if error.code != "context_length_exceeded" or failed.context_window is None:
+        return None
+    window = failed.context_window
+    return next((r for r in later if r.context_window and r.context_window > window), None)
 
 
 def _retry_delay(error: UpstreamError, tries: int, rng: random.Random) -> float | None:
