@@ -43,6 +43,8 @@ class Route:
     # refused key is rested and the next one used.
     key_adapters: tuple[ProviderAdapter, ...] = ()
     context_window: int | None = None  # lets a too-long request fail over to a larger window
+    rpm: int | None = None  # capacity: requests per minute this route may take
+    tpm: int | None = None  # capacity: tokens per minute
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,6 +194,8 @@ def _route(
         order=order if isinstance(order, int) else index,
         key_adapters=key_adapters,
         context_window=window if isinstance(window := spec.get("context_window"), int) else None,
+        rpm=rpm if isinstance(rpm := spec.get("rpm"), int) else None,
+        tpm=tpm if isinstance(tpm := spec.get("tpm"), int) else None,
     )
 
 

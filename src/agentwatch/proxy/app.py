@@ -148,6 +148,9 @@ class ProxyApp:
         else:
             assert reply.body is not None
             await self.answer(call, reply.body, reply.usage, send)
+        if call.usage is not None:
+            tokens = call.usage.prompt_tokens + call.usage.completion_tokens
+            state.router.record_tokens(call, alias.name, tokens)
 
     async def chat_completions(
         self, call: Call, payload: JSONObject, receive: Receive, send: Send

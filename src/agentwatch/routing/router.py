@@ -40,6 +40,13 @@ RouteKey = tuple[int, str, str, str]  # org, alias, provider, upstream model
 
 
 @dataclass(slots=True)
+class MinuteUsage:
+    minute: int  # minutes since the epoch
+    requests: int = 0
+    tokens: int = 0
+
+
+@dataclass(slots=True)
 class Router:
     """Holds what outlives a catalog refresh: breakers and latency averages, keyed by route."""
 
@@ -51,6 +58,7 @@ class Router:
     rested: dict[tuple[int, str, int], float] = field(default_factory=dict)  # key → until
     shared: SharedCircuits | None = None
     remote_open: dict[RouteKey, float] = field(default_factory=dict)  # wall-clock until
+    minutes: dict[RouteKey, MinuteUsage] = field(default_factory=dict)
 
     async def run(
         self,
@@ -90,6 +98,13 @@ class Router:
                         last_error = _unavailable(alias.name, route)
                     break
                 key_index, adapter = picked
+                if not self._has_capacity(key(route), route):
+                    breaker.release_probe()
+                    last_error = RouteSaturated(
+                        f"route via '{route.provider_name}' is at its per-minute capacity",
+                        headers={"retry-after": str(60 - int(time.time()) % 60)},
+                    )
+                    break
                 call.route = route
                 started = time.perf_counter()
                 limit = self._limit(org, adapter.config)
@@ -139,6 +154,33 @@ class Router:
                 headers={"retry-after": "1"},
             )
         raise last_error
+
+    def _has_capacity(self, key: RouteKey, route: Route) -> bool:
+        """Within the route's rpm/tpm for the current minute; counts this request if so."""
+        if route.rpm is None and route.tpm is None:
+            return True
+        used = self._minute(key)
+        if route.rpm is not None and used.requests >= route.rpm:
+            return False
+        if route.tpm is not None and used.tokens >= route.tpm:
+            return False
+        used.requests += 1
+        return True
+
+    def record_tokens(self, call: Call, alias: str, tokens: int) -> None:
+        """Tokens a finished request used, toward its route's tokens-per-minute."""
+        route = call.route
+        if route is None or route.tpm is None or call.principal is None:
+            return
+        key = (call.principal.org_id, alias, route.provider_name, route.upstream_model)
+        self._minute(key).tokens += tokens
+
+    def _minute(self, key: RouteKey) -> MinuteUsage:
+        minute = int(time.time() // 60)
+        used = self.minutes.get(key)
+        if used is None or used.minute != minute:
+            used = self.minutes[key] = MinuteUsage(minute)
+        return used
 
     def _record_failure(self, key: RouteKey, breaker: CircuitBreaker) -> None:
         was_open = breaker.state is CircuitState.OPEN
