@@ -232,7 +232,9 @@ class Router:
 
     def _breaker(self, key: RouteKey, alias: Alias) -> CircuitBreaker:
         breaker = self.breakers.get(key)
-        if breaker is None or breaker.settings != alias.circuit:
+        if breaker is None or (
+            breaker.settings is not alias.circuit and breaker.settings != alias.circuit
+        ):
             breaker = self.breakers[key] = CircuitBreaker(alias.circuit)
             until = self.remote_open.get(key)
             if until is not None and until > time.time():

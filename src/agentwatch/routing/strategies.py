@@ -23,6 +23,8 @@ def order_routes(
     rng: random.Random,
 ) -> list[Route]:
     """First the route to try, then the failover order."""
+    if len(routes) == 1:
+        return [routes[0]]
     by_order = sorted(routes, key=lambda r: r.order)
     if strategy == "fallback":
         return by_order
