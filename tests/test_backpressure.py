@@ -6,6 +6,7 @@ import asyncio
 from pathlib import Path
 
 import httpx
+from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_openai import FakeOpenAI
 from tests.support import Gateway, new_key
@@ -66,5 +67,13 @@ def test_burst_beyond_the_limit_is_refused_at_once(tmp_path: Path, fake_openai: 
         # The slots come back: the next call goes through.
         again = asyncio.run(burst(gateway))
         assert sum(r.status_code == 200 for r in again) == 4
+        # Slots and queue are metrics, scraped in Prometheus's text format.
+        samples = {
+            (sample.name, sample.labels.get("provider")): sample.value
+            for family in text_string_to_metric_families(httpx.get(f"{gateway.url}/metrics").text)
+            for sample in family.samples
+        }
+        assert samples[("agentwatch_upstream_in_flight", "narrow")] == 0
+        assert samples[("agentwatch_upstream_queue_depth", "narrow")] == 0
     finally:
         gateway.stop()

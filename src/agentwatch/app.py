@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -23,6 +24,7 @@ from agentwatch.catalog import load_catalog
 from agentwatch.config_file import GatewayConfig, load_config
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
+from agentwatch.metrics import build_registry
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
 from agentwatch.routing.router import Router
@@ -63,6 +65,12 @@ def create_app(settings: Settings, config: GatewayConfig | None = None) -> Gatew
         lifespan=lambda app: _lifespan(app, settings, config),
     )
     api.include_router(admin_router)
+
+    registry = build_registry(lambda: getattr(api.state, "agentwatch", None))
+
+    @api.get("/metrics", tags=["health"], include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:

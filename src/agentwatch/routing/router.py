@@ -54,7 +54,7 @@ class Router:
     sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     breakers: dict[RouteKey, CircuitBreaker] = field(default_factory=dict)
     latency: dict[RouteKey, float] = field(default_factory=dict)
-    limits: dict[tuple[int, str], ConcurrencyLimit] = field(default_factory=dict)
+    limits: dict[tuple[int, str, int], ConcurrencyLimit] = field(default_factory=dict)
     rested: dict[tuple[int, str, int], float] = field(default_factory=dict)  # key → until
     shared: SharedCircuits | None = None
     remote_open: dict[RouteKey, float] = field(default_factory=dict)  # wall-clock until
@@ -107,7 +107,7 @@ class Router:
                     break
                 call.route = route
                 started = time.perf_counter()
-                limit = self._limit(org, adapter.config)
+                limit = self._limit(org, adapter.config, key_index)
                 try:
                     if limit is not None:
                         await limit.acquire(route.provider_name)
@@ -220,10 +220,11 @@ class Router:
         self.rested[(org, route.provider_name, index)] = time.monotonic() + rest
         return self._pick_key(org, route) is not None
 
-    def _limit(self, org: int, config: ProviderConfig) -> ConcurrencyLimit | None:
+    def _limit(self, org: int, config: ProviderConfig, key_index: int) -> ConcurrencyLimit | None:
+        """Each upstream key of the provider gets its own slots: limits are per key."""
         if config.max_concurrency is None:
             return None
-        key = (org, config.name)
+        key = (org, config.name, key_index)
         limit = self.limits.get(key)
         settings = (config.max_concurrency, config.max_queue)
         if limit is None or (limit.max_concurrency, limit.max_queue) != settings:
