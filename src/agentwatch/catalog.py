@@ -44,6 +44,7 @@ class Route:
     key_adapters: tuple[ProviderAdapter, ...] = ()
     context_window: int | None = None  # lets a too-long request fail over to a larger window
     rpm: int | None = None  # capacity: requests per minute this route may take
+    tags: frozenset[str] = frozenset()
     tpm: int | None = None  # capacity: tokens per minute
 
 
@@ -196,6 +197,9 @@ def _route(
         context_window=window if isinstance(window := spec.get("context_window"), int) else None,
         rpm=rpm if isinstance(rpm := spec.get("rpm"), int) else None,
         tpm=tpm if isinstance(tpm := spec.get("tpm"), int) else None,
+        tags=frozenset(str(t) for t in tags)
+        if isinstance(tags := spec.get("tags"), list)
+        else frozenset(),
     )
 
 

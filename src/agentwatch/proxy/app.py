@@ -70,6 +70,7 @@ class ProxyApp:
         call = Call(request_id=headers.request_id or self._new_request_id(), endpoint=scope["path"])
         if headers.anthropic_beta is not None:
             call.forward_headers["anthropic-beta"] = headers.anthropic_beta
+        call.tags = headers.tags
         state = self._state()
         try:
             await self._dispatch(state, call, scope, headers, receive, send)

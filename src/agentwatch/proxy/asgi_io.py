@@ -27,13 +27,14 @@ class ClientDisconnected(Exception):
 class RequestHeaders:
     """The few request headers the proxy reads, picked out in one pass."""
 
-    __slots__ = ("anthropic_beta", "api_key", "content_length", "request_id")
+    __slots__ = ("anthropic_beta", "api_key", "content_length", "request_id", "tags")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.api_key: str | None = None
         self.content_length: int | None = None
         self.request_id: str | None = None
         self.anthropic_beta: str | None = None
+        self.tags: frozenset[str] = frozenset()
         bearer: str | None = None
         for name, value in raw:
             if name == b"authorization":
@@ -48,6 +49,10 @@ class RequestHeaders:
                 self.request_id = value.decode("ascii")
             elif name == b"anthropic-beta":
                 self.anthropic_beta = value.decode("latin-1")
+            elif name == b"x-agentwatch-tags":
+                self.tags = frozenset(
+                    t.strip() for t in value.decode("latin-1").split(",") if t.strip()
+                )
         if bearer is not None:
             self.api_key = bearer
 

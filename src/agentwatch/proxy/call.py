@@ -35,6 +35,7 @@ class Call:
     body_bytes: int = 0
     # Client headers a native adapter forwards upstream (Anthropic's beta flags).
     forward_headers: dict[str, str] = field(default_factory=dict)
+    tags: frozenset[str] = frozenset()  # only routes carrying all of them may serve the call
     render_error: Callable[[GatewayError], bytes] = GatewayError.to_json
     streamed_events: int = 0
 

@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from agentwatch.errors import GatewayError, UpstreamError, UpstreamRateLimited
+from agentwatch.errors import GatewayError, InvalidRequest, UpstreamError, UpstreamRateLimited
 from agentwatch.routing.breaker import CircuitBreaker, CircuitState
 from agentwatch.routing.limits import ConcurrencyLimit, HeldStream, RouteSaturated
 from agentwatch.routing.strategies import order_routes
@@ -72,9 +72,17 @@ class Router:
         def key(route: Route) -> RouteKey:
             return (org, alias.name, route.provider_name, route.upstream_model)
 
+        routes = alias.routes
+        if call.tags:
+            routes = tuple(r for r in routes if call.tags <= r.tags)
+            if not routes:
+                raise InvalidRequest(
+                    f"no route of model '{alias.name}' has the tags {', '.join(sorted(call.tags))}",
+                    param="x-agentwatch-tags",
+                )
         ordered = order_routes(
             alias.strategy,
-            alias.routes,
+            routes,
             latency_of=lambda r: self.latency.get(key(r)),
             price_of=lambda r: catalog.price_for(org, r, alias.name),
             rng=self.rng,
