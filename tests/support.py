@@ -168,5 +168,24 @@ class Gateway:
         raise AssertionError(f"expected {count} usage rows, saw {len(rows)}")
 
 
+@contextmanager
+def running_gateway(
+    workdir: Path, config: str, tenant_key: str = "", env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
+    """A gateway on a fresh SQLite file in `workdir`, stopped (SIGTERM) afterwards."""
+    gateway = Gateway(
+        workdir=workdir,
+        database_url=f"sqlite:///{workdir / 'gw.db'}",
+        config=config,
+        env=env or {},
+        tenant_key=tenant_key,
+    )
+    gateway.start()
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
 def new_key() -> str:
     return "sk-test-" + secrets.token_hex(16)

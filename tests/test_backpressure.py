@@ -9,7 +9,7 @@ import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.fake_openai import FakeOpenAI
-from tests.support import Gateway, new_key
+from tests.support import Gateway, new_key, running_gateway
 
 BURST = 20
 
@@ -44,14 +44,7 @@ async def burst(gateway: Gateway) -> list[httpx.Response]:
 
 def test_burst_beyond_the_limit_is_refused_at_once(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
     key = new_key()
-    gateway = Gateway(
-        workdir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
-        config=config(fake_openai.base_url, key),
-        tenant_key=key,
-    )
-    gateway.start()
-    try:
+    with running_gateway(tmp_path, config(fake_openai.base_url, key), key) as gateway:
         before = len(fake_openai.requests)
         responses = asyncio.run(burst(gateway))
         ok = [r for r in responses if r.status_code == 200]
@@ -75,5 +68,3 @@ def test_burst_beyond_the_limit_is_refused_at_once(tmp_path: Path, fake_openai: 
         }
         assert samples[("agentwatch_upstream_in_flight", "narrow")] == 0
         assert samples[("agentwatch_upstream_queue_depth", "narrow")] == 0
-    finally:
-        gateway.stop()

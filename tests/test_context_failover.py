@@ -8,7 +8,7 @@ import openai
 import pytest
 
 from tests.fake_openai import FakeOpenAI
-from tests.support import Gateway, new_key
+from tests.support import new_key, running_gateway
 
 
 def test_context_length_errors_move_to_a_larger_window(
@@ -34,14 +34,7 @@ models:
 tenants:
   - {{name: t, api_keys: ["{key}"]}}
 """
-    gateway = Gateway(
-        workdir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
-        config=config,
-        tenant_key=key,
-    )
-    gateway.start()
-    try:
+    with running_gateway(tmp_path, config, key) as gateway:
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
         before = len(fake_openai.requests)
         reply = client.chat.completions.create(
@@ -57,5 +50,3 @@ tenants:
             client.chat.completions.create(
                 model="unwindowed", messages=[{"role": "user", "content": "a very long prompt"}]
             )
-    finally:
-        gateway.stop()

@@ -8,7 +8,7 @@ from pathlib import Path
 import openai
 
 from tests.fake_openai import COMPLETION_TOKENS, PROMPT_TOKENS, FakeOpenAI
-from tests.support import Gateway, new_key
+from tests.support import new_key, running_gateway
 
 
 def test_rpm_and_tpm_caps_send_the_overflow_elsewhere(
@@ -33,14 +33,7 @@ models:
 tenants:
   - {{name: t, api_keys: ["{key}"]}}
 """
-    gateway = Gateway(
-        workdir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
-        config=config,
-        tenant_key=key,
-    )
-    gateway.start()
-    try:
+    with running_gateway(tmp_path, config, key) as gateway:
         if time.time() % 60 > 45:  # capacity is per clock minute: start well inside one
             time.sleep(61 - time.time() % 60)
         client = openai.OpenAI(base_url=f"{gateway.url}/v1", api_key=key, max_retries=0)
@@ -54,5 +47,3 @@ tenants:
         assert seen.count("capped-rpm") == 3 and seen.count("overflow-rpm") == 2
         # The first call uses the whole budget but one token, the second exceeds it.
         assert seen.count("capped-tpm") == 2 and seen.count("overflow-tpm") == 3
-    finally:
-        gateway.stop()

@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from tests.fake_openai import FakeOpenAI
-from tests.support import Gateway, new_key
+from tests.support import new_key, running_gateway
 
 
 def test_tags_select_routes(tmp_path: Path, fake_openai: FakeOpenAI) -> None:
@@ -23,14 +23,7 @@ models:
 tenants:
   - {{name: t, api_keys: ["{key}"]}}
 """
-    gateway = Gateway(
-        workdir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
-        config=config,
-        tenant_key=key,
-    )
-    gateway.start()
-    try:
+    with running_gateway(tmp_path, config, key) as gateway:
 
         def call(tags: str) -> httpx.Response:
             return httpx.post(
@@ -45,5 +38,3 @@ tenants:
         refused = call("eu,us")
         assert refused.status_code == 400
         assert refused.json()["error"]["param"] == "x-agentwatch-tags"
-    finally:
-        gateway.stop()

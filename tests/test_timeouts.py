@@ -7,7 +7,7 @@ from pathlib import Path
 import httpx
 
 from tests.fake_openai import FakeOpenAI
-from tests.support import Gateway, new_key
+from tests.support import new_key, running_gateway
 
 MESSAGES = [{"role": "user", "content": "hi"}]
 
@@ -27,15 +27,8 @@ models:
 tenants:
   - {{name: t, api_keys: ["{key}"]}}
 """
-    gateway = Gateway(
-        workdir=tmp_path,
-        database_url=f"sqlite:///{tmp_path / 'gw.db'}",
-        config=config,
-        tenant_key=key,
-    )
-    gateway.start()
-    headers = {"authorization": f"Bearer {key}"}
-    try:
+    with running_gateway(tmp_path, config, key) as gateway:
+        headers = {"authorization": f"Bearer {key}"}
         late = httpx.post(
             f"{gateway.url}/v1/chat/completions",
             json={"model": "late-start", "messages": MESSAGES},
@@ -58,5 +51,3 @@ tenants:
                 if events == 40:
                     break
         assert events == 40
-    finally:
-        gateway.stop()
