@@ -55,14 +55,18 @@ class Gateway:
             await self.api(scope, receive, send)
 
 
-def create_app(settings: Settings, config: GatewayConfig | None = None) -> Gateway:
+def create_app(
+    settings: Settings, config: GatewayConfig | None = None, *, database_ready: bool = False
+) -> Gateway:
+    """`database_ready`: `prepare_database` already ran (as `serve` does), so start-up
+    neither migrates nor bootstraps a second time."""
     api = FastAPI(
         title="AgentWatch admin API",
         version="0.1.0",
         openapi_url="/api/openapi.json",
         docs_url=None,  # Swagger UI would load its assets from a CDN; the gateway stays offline
         redoc_url=None,
-        lifespan=lambda app: _lifespan(app, settings, config),
+        lifespan=lambda app: _lifespan(app, settings, config, database_ready),
     )
     api.include_router(admin_router)
 
@@ -112,14 +116,17 @@ async def _bootstrap(
     )
 
 
-async def start_state(settings: Settings, config: GatewayConfig | None) -> AppState:
+async def start_state(
+    settings: Settings, config: GatewayConfig | None, *, database_ready: bool = False
+) -> AppState:
     if config is None and settings.config_path is not None:
         config = load_config(settings.config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     engine = create_engine(settings.database_url)
-    await upgrade_database(engine)
     sessions = session_factory(engine)
-    org_id = await _bootstrap(sessions, settings, config)
+    if not database_ready:
+        await upgrade_database(engine)
+        await _bootstrap(sessions, settings, config)
     upstream = UpstreamClient(
         ProxySettings(settings.https_proxy, settings.http_proxy, settings.no_proxy)
     )
@@ -138,7 +145,6 @@ async def start_state(settings: Settings, config: GatewayConfig | None) -> AppSt
         recorder=recorder,
         catalog=catalog,
         router=Router(),
-        default_org_id=org_id,
     )
 
 
@@ -155,9 +161,9 @@ async def refresh_catalog(state: AppState) -> None:
 
 @asynccontextmanager
 async def _lifespan(
-    api: FastAPI, settings: Settings, config: GatewayConfig | None
+    api: FastAPI, settings: Settings, config: GatewayConfig | None, database_ready: bool
 ) -> AsyncIterator[None]:
-    state = await start_state(settings, config)
+    state = await start_state(settings, config, database_ready=database_ready)
     api.state.agentwatch = state
     # Everything built so far lives as long as the process: move it out of the collector's
     # sight, so a full collection scans only what requests allocate (a full pass over the

@@ -61,6 +61,7 @@ class Alias:
 class Catalog:
     aliases: dict[tuple[int, str], Alias] = field(default_factory=dict)
     prices: dict[tuple[int, str], Price] = field(default_factory=dict)
+    _price_memo: dict[tuple[int, str | None, str], Price | None] = field(default_factory=dict)
 
     def alias(self, org_id: int, name: str) -> Alias | None:
         return self.aliases.get((org_id, name))
@@ -69,9 +70,18 @@ class Catalog:
         return sorted(name for org, name in self.aliases if org == org_id)
 
     def price_for(self, org_id: int, route: Route | None, alias_name: str) -> Price | None:
-        """The route's own price, else the upstream model's catalogue price, else the alias's."""
+        """The route's own price, else the upstream model's catalogue price, else the alias's.
+        Asked on every request, answered from a memo: the catalogue is rebuilt, not changed."""
         if route is not None and route.price is not None:
             return route.price
+        memo_key = (org_id, route.upstream_model if route is not None else None, alias_name)
+        if memo_key in self._price_memo:
+            return self._price_memo[memo_key]
+        price = self._lookup_price(org_id, route, alias_name)
+        self._price_memo[memo_key] = price
+        return price
+
+    def _lookup_price(self, org_id: int, route: Route | None, alias_name: str) -> Price | None:
         names = price_lookup_names(route.upstream_model) if route is not None else []
         for name in [*names, alias_name]:
             price = self.prices.get((org_id, name))

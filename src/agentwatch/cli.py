@@ -139,7 +139,7 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
     settings = settings.with_overrides(config_path=None)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings),
+            create_app(settings, database_ready=True),
             host=settings.host,
             port=settings.port,
             loop="uvloop",

@@ -24,4 +24,3 @@ class AppState:
     recorder: UsageRecorder
     catalog: Catalog
     router: Router
-    default_org_id: int

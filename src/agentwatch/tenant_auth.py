@@ -59,10 +59,6 @@ class TenantAuthenticator:
         self._remember(digest, principal, now)
         return principal
 
-    def forget_all(self) -> None:
-        """Drop every cached key, after an admin change to keys or tenants."""
-        self._cache.clear()
-
     def _remember(self, digest: str, principal: Principal | None, now: float) -> None:
         if len(self._cache) >= MAX_CACHED_KEYS:
             self._cache.clear()
