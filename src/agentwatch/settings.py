@@ -41,6 +41,11 @@ class Settings:
     log_level: str
     usage_flush_seconds: float = 0.2
     generated_secrets: bool = False
+    # Keys that provider secrets may still be encrypted with (ENCRYPTION_KEY_PREVIOUS);
+    # `agentwatch keys rotate-encryption` moves everything onto `encryption_key`.
+    previous_encryption_keys: tuple[bytes, ...] = ()
+    # Browser origins allowed to call the API cross-origin (AGENTWATCH_CORS_ORIGINS); none by default.
+    cors_origins: tuple[str, ...] = ()
 
     @property
     def embedded_database(self) -> bool:
@@ -95,7 +100,16 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         usage_flush_seconds=_float(env, "AGENTWATCH_USAGE_FLUSH_SECONDS", 0.2),
         generated_secrets=generated,
+        previous_encryption_keys=tuple(
+            parse_encryption_key(raw) for raw in _list(env, "ENCRYPTION_KEY_PREVIOUS")
+        ),
+        cors_origins=tuple(_list(env, "AGENTWATCH_CORS_ORIGINS")),
     )
+
+
+def _list(env: Mapping[str, str], name: str) -> list[str]:
+    """A comma-separated variable; blanks dropped."""
+    return [item.strip() for item in (env.get(name) or "").split(",") if item.strip()]
 
 
 def normalise_database_url(url: str) -> str:
