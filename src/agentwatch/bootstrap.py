@@ -54,7 +54,10 @@ async def create_admin(
     else:
         user.password_hash = hash_password(password)
     user.is_super_admin = super_admin
+    user.role = "org_admin"
     user.is_active = True
+    user.failed_logins = 0
+    user.locked_until = None
     await session.flush()
     return user
 

@@ -91,6 +91,24 @@ class Team(Base):
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
     name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str | None] = mapped_column(String(1000))
+    # Budget settings; spend is derived from the ledger, never stored here.
+    max_budget_usd: Mapped[float | None] = mapped_column(Float)
+    soft_budget_usd: Mapped[float | None] = mapped_column(Float)
+    budget_duration: Mapped[str | None] = mapped_column(String(20))
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(BigInteger)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class TeamMembership(Base):
+    __tablename__ = "team_memberships"
+    __table_args__ = (UniqueConstraint("team_id", "user_id"),)
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    team_id: Mapped[int] = mapped_column(ForeignKey("teams.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    # "member" or "team_admin": a team admin manages the team, its members, tenants and keys.
+    role: Mapped[str] = mapped_column(String(40), default="member")
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -111,13 +129,29 @@ class User(Base):
     org_id: Mapped[int] = mapped_column(
         ForeignKey("organizations.id", ondelete="CASCADE"), index=True
     )
-    team_id: Mapped[int | None] = mapped_column(ForeignKey("teams.id", ondelete="SET NULL"))
+    # A built-in role (agentwatch.admin.rbac.Role); `role_id` adds a custom role's permissions.
+    role: Mapped[str] = mapped_column(String(40), default="member", server_default="member")
     role_id: Mapped[int | None] = mapped_column(ForeignKey("org_roles.id", ondelete="SET NULL"))
     email: Mapped[str] = mapped_column(String(320), unique=True)
+    name: Mapped[str | None] = mapped_column(String(200))
     password_hash: Mapped[str] = mapped_column(String(200))
+    # The last few earlier hashes, so a password is not reused.
+    password_history: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")
+    failed_logins: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    locked_until: Mapped[datetime | None] = mapped_column()
+    # Tokens issued before this instant are void (logout everywhere, password change).
+    tokens_valid_after: Mapped[datetime | None] = mapped_column()
     is_super_admin: Mapped[bool] = mapped_column(Boolean, default=False)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class RevokedToken(Base):
+    """Admin access tokens logged out before they expire (kept until they would have)."""
+
+    __tablename__ = "revoked_tokens"
+    jti: Mapped[str] = mapped_column(String(64), primary_key=True)
+    expires_at: Mapped[datetime] = mapped_column(index=True)
 
 
 class Tenant(Base):
@@ -145,6 +179,11 @@ class ApiKey(Base):
     name: Mapped[str | None] = mapped_column(String(200))
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     expires_at: Mapped[datetime | None] = mapped_column()
+    # Narrows the tenant's allowed models; None: whatever the tenant may use.
+    allowed_models: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
+    rpm_limit: Mapped[int | None] = mapped_column(Integer)
+    tpm_limit: Mapped[int | None] = mapped_column(BigInteger)
+    revoked_at: Mapped[datetime | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -174,6 +213,8 @@ class ProviderKey(Base):
     )
     name: Mapped[str] = mapped_column(String(200), default="default")
     encrypted_key: Mapped[bytes] = mapped_column(LargeBinary)
+    # What the API shows instead of the key: its first and last few characters.
+    masked: Mapped[str] = mapped_column(String(40), default="", server_default="")
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -234,19 +275,37 @@ class UsageRecord(Base):
 
 
 class AuditLog(Base):
-    """Append-only and hash-chained: each row's hash covers the previous row's hash."""
+    """Append-only and hash-chained per organisation: each row's hash covers the previous
+    row's hash; org 0 holds events of no organisation (a failed login of an unknown email)."""
 
     __tablename__ = "audit_logs"
-    __table_args__ = (Index("ix_audit_logs_org_created", "org_id", "created_at"),)
+    __table_args__ = (
+        UniqueConstraint("org_id", "seq"),
+        Index("ix_audit_logs_org_created", "org_id", "created_at"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
-    org_id: Mapped[int | None] = mapped_column(BigId)
+    org_id: Mapped[int] = mapped_column(BigId)
+    seq: Mapped[int] = mapped_column(BigInteger)
     actor: Mapped[str] = mapped_column(String(320))
+    actor_id: Mapped[int | None] = mapped_column(BigId)
     action: Mapped[str] = mapped_column(String(100))
     target: Mapped[str | None] = mapped_column(String(400))
     details: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    ip: Mapped[str | None] = mapped_column(String(64))
+    user_agent: Mapped[str | None] = mapped_column(String(400))
     prev_hash: Mapped[str] = mapped_column(String(64))
     hash: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class AuditHead(Base):
+    """The newest row of each organisation's chain: locked to append, so appends queue, and
+    compared by verification, so deleting the newest rows is caught too."""
+
+    __tablename__ = "audit_heads"
+    org_id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=False)
+    seq: Mapped[int] = mapped_column(BigInteger, default=0)
+    hash: Mapped[str] = mapped_column(String(64))
 
 
 class Conversation(Base):
