@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from agentwatch.admin.throttle import LoginThrottle
 from agentwatch.catalog import Catalog
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
@@ -24,3 +25,4 @@ class AppState:
     recorder: UsageRecorder
     catalog: Catalog
     router: Router
+    login_throttle: LoginThrottle = field(default_factory=LoginThrottle)

@@ -38,9 +38,12 @@ def decode_cursor(cursor: str) -> tuple[datetime, int]:
     try:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
         stamp, _, row_id = text.partition("|")
-        return datetime.fromisoformat(stamp), int(row_id)
+        created_at, last_id = datetime.fromisoformat(stamp), int(row_id)
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         raise BadCursor("cursor is not one this API returned") from exc
+    if not 0 <= last_id < 2**63:
+        raise BadCursor("cursor is not one this API returned")
+    return created_at, last_id
 
 
 async def list_usage_records(

@@ -1,0 +1,7 @@
+"""Tenants (API consumers) and their API keys."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+router = APIRouter(prefix="/api/tenants", tags=["tenants"])
