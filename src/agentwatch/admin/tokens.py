@@ -11,6 +11,7 @@ import jwt
 ALGORITHM = "HS256"
 ACCESS_TOKEN_SECONDS = 24 * 3600
 ISSUER = "agentwatch"
+_ID_LIMIT = 2**63
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +66,7 @@ def read_access_token(token: str, secret: str) -> TokenClaims:
     if claims.get("typ") != "access":
         raise InvalidToken("not an access token")
     try:
-        return TokenClaims(
+        identity = TokenClaims(
             user_id=int(claims["sub"]),
             org_id=int(claims["org"]),
             email=str(claims["email"]),
@@ -77,3 +78,6 @@ def read_access_token(token: str, secret: str) -> TokenClaims:
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise InvalidToken("malformed token claims") from exc
+    if not (0 < identity.user_id < _ID_LIMIT and 0 < identity.org_id < _ID_LIMIT):
+        raise InvalidToken("malformed token claims")
+    return identity
