@@ -1,7 +1,198 @@
-"""Organisations: the caller's own, or every one for a super admin."""
+"""Organisations: the caller's own, or every one for a super admin.
+
+This is the one resource addressed by an organisation id in the path: anyone but a super admin
+reaches only the organisation of their token there, and any other id answers 404.
+"""
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, HTTPException, Response
+from pydantic import BaseModel, BeforeValidator, JsonValue
+from sqlalchemy import func, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from agentwatch.admin.audit import AuditEvent, append_audit
+from agentwatch.admin.crud import flush_or_conflict, summary
+from agentwatch.admin.deps import AdminContext, require
+from agentwatch.admin.fields import Cursor, IdPath, Limit, Name, Search, Strict, like_pattern
+from agentwatch.admin.pages import Page, fetch_page
+from agentwatch.db.models import (
+    AuditHead,
+    Conversation,
+    Organization,
+    Tenant,
+    UsageRecord,
+)
 
 router = APIRouter(prefix="/api/organizations", tags=["organizations"])
+
+MAX_SETTINGS_BYTES = 16 * 1024
+_AUDITED = ("name", "plan_id", "settings")
+
+
+def _bounded_settings(value: object) -> object:
+    try:
+        size = len(orjson.dumps(value))
+    except (orjson.JSONEncodeError, TypeError) as exc:
+        raise ValueError("settings must be a JSON object") from exc
+    if size > MAX_SETTINGS_BYTES:
+        raise ValueError(f"settings must be at most {MAX_SETTINGS_BYTES} bytes of JSON")
+    return value
+
+
+OrgSettings = Annotated[dict[str, JsonValue], BeforeValidator(_bounded_settings)]
+
+
+class OrgCreate(Strict):
+    name: Name
+    settings: OrgSettings | None = None
+
+
+class OrgUpdate(Strict):
+    name: Name | None = None
+    settings: OrgSettings | None = None  # null: back to {}
+
+
+class OrgOut(BaseModel):
+    id: int
+    name: str
+    plan_id: int | None
+    settings: dict[str, JsonValue]
+    created_at: datetime
+
+
+OrgsRead = Annotated[AdminContext, require("orgs:read")]
+OrgsWrite = Annotated[AdminContext, require("orgs:write")]
+OrgsAdmin = Annotated[AdminContext, require("orgs:admin")]
+
+
+@router.get("", response_model=Page[OrgOut])
+async def list_organizations(
+    ctx: OrgsRead, search: Search = None, limit: Limit = 100, cursor: Cursor = None
+) -> Page[OrgOut]:
+    """Every organisation for a super admin; the caller's own for anyone else."""
+    query = select(Organization)
+    if not ctx.principal.is_super_admin:
+        query = query.where(Organization.id == ctx.org_id)
+    if search:
+        query = query.where(func.lower(Organization.name).like(like_pattern(search), escape="\\"))
+    rows, next_cursor = await fetch_page(ctx.session, query, Organization.id, limit, cursor)
+    return Page[OrgOut](
+        data=[OrgOut.model_validate(r, from_attributes=True) for r in rows],
+        next_cursor=next_cursor,
+    )
+
+
+@router.post("", response_model=OrgOut, status_code=201)
+async def create_organization(body: OrgCreate, ctx: OrgsAdmin) -> OrgOut:
+    """An empty organisation: no users, teams or models; add an org admin with `/api/users`."""
+    org = Organization(name=body.name, settings=body.settings or {})
+    if ctx.session.get_bind().dialect.name == "sqlite":
+        org.id = await _unused_org_id(ctx.session)
+    ctx.session.add(org)
+    await flush_or_conflict(ctx.session, f"an organisation named {body.name!r} already exists")
+    await _audit(ctx, org.id, "org.created", f"org:{org.id}", after=summary(org, _AUDITED))
+    await ctx.session.commit()
+    return OrgOut.model_validate(org, from_attributes=True)
+
+
+@router.get("/{org_id}", response_model=OrgOut)
+async def get_organization(org_id: IdPath, ctx: OrgsRead) -> OrgOut:
+    org = await _visible(ctx, org_id)
+    return OrgOut.model_validate(org, from_attributes=True)
+
+
+@router.patch("/{org_id}", response_model=OrgOut)
+async def update_organization(org_id: IdPath, body: OrgUpdate, ctx: OrgsWrite) -> OrgOut:
+    org = await _visible(ctx, org_id)
+    ctx.authorize("orgs:write")
+    sent = body.model_fields_set
+    if "name" in sent and body.name is None:
+        raise HTTPException(422, "name cannot be null")
+    changes: dict[str, Any] = body.model_dump(include=sent)
+    if "settings" in changes and changes["settings"] is None:
+        changes["settings"] = {}
+    before = summary(org, tuple(changes))
+    for field, value in changes.items():
+        setattr(org, field, value)
+    await flush_or_conflict(ctx.session, f"an organisation named {org.name!r} already exists")
+    await _audit(ctx, org.id, "org.updated", f"org:{org.id}", before=before, after=changes)
+    await ctx.session.commit()
+    return OrgOut.model_validate(org, from_attributes=True)
+
+
+@router.delete("/{org_id}", status_code=204, response_class=Response)
+async def delete_organization(org_id: IdPath, ctx: OrgsAdmin) -> Response:
+    """Deletes the organisation with everything it owns; its audit chain and usage ledger stay.
+
+    The event is recorded in the caller's own organisation, whose chain outlives this one.
+    """
+    org = await _visible(ctx, org_id)
+    if org.id == ctx.principal.home_org_id:
+        raise HTTPException(409, "you cannot delete the organisation your own account belongs to")
+    tenant_ids = list(await ctx.session.scalars(select(Tenant.id).where(Tenant.org_id == org.id)))
+    home = ctx.principal.home_org_id
+    await _audit(ctx, home, "org.deleted", f"org:{org.id}", before=summary(org, _AUDITED))
+    await ctx.session.delete(org)
+    await ctx.session.commit()
+    for tenant_id in tenant_ids:  # its API keys stop working in this process at once
+        ctx.state.authenticator.forget_tenant(tenant_id)
+    return Response(status_code=204)
+
+
+async def _visible(ctx: AdminContext, org_id: int) -> Organization:
+    """The organisation, if the caller may see it: their acting one, or any for a super admin."""
+    org = None
+    if ctx.principal.is_super_admin or org_id == ctx.org_id:
+        org = await ctx.session.get(Organization, org_id)
+    if org is None:
+        raise HTTPException(404, "no such organisation")
+    return org
+
+
+async def _unused_org_id(session: AsyncSession) -> int:
+    """An id no organisation ever had. SQLite hands a deleted highest id out again, and the
+    audit chain, usage ledger and conversations of a deleted organisation outlive it (no
+    foreign key), so reusing its id would show them to the new organisation."""
+    highest = 0
+    for column in (Organization.id, AuditHead.org_id, UsageRecord.org_id, Conversation.org_id):
+        highest = max(highest, await session.scalar(select(func.max(column))) or 0)
+    return highest + 1
+
+
+async def _audit(
+    ctx: AdminContext,
+    org_id: int,
+    action: str,
+    target: str,
+    *,
+    before: Mapping[str, Any] | None = None,
+    after: Mapping[str, Any] | None = None,
+) -> None:
+    """Like `ctx.audit`, in the chain of `org_id`: the organisation the event is about, so its
+    own admins see who changed it, or the caller's own when it is being deleted."""
+    details: dict[str, Any] = {}
+    if before is not None:
+        details["before"] = dict(before)
+    if after is not None:
+        details["after"] = dict(after)
+    if org_id != ctx.principal.home_org_id:
+        details["acting_from_org"] = ctx.principal.home_org_id
+    await append_audit(
+        ctx.session,
+        AuditEvent(
+            org_id=org_id,
+            actor=ctx.principal.email,
+            actor_id=ctx.principal.user_id,
+            action=action,
+            target=target,
+            details=details,
+            ip=ctx.client.ip,
+            user_agent=ctx.client.user_agent,
+        ),
+    )
