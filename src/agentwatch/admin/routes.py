@@ -6,6 +6,7 @@ from fastapi import APIRouter
 
 from agentwatch.admin import (
     accounts,
+    api_keys,
     audit_routes,
     models,
     organizations,
@@ -25,6 +26,7 @@ for resource in (
     roles,
     teams,
     tenants,
+    api_keys,
     providers,
     models,
     usage,
