@@ -19,11 +19,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentwatch.admin.routes import router as admin_router
+from agentwatch.api_guard import AdminRequestGuard, install_error_handlers
 from agentwatch.bootstrap import bootstrap
 from agentwatch.catalog import load_catalog
 from agentwatch.config_file import GatewayConfig, load_config
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
+from agentwatch.http_guard import HttpGuard
 from agentwatch.metrics import build_registry
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
@@ -57,7 +59,7 @@ class Gateway:
 
 def create_app(
     settings: Settings, config: GatewayConfig | None = None, *, database_ready: bool = False
-) -> Gateway:
+) -> HttpGuard:
     """`database_ready`: `prepare_database` already ran (as `serve` does), so start-up
     neither migrates nor bootstraps a second time."""
     api = FastAPI(
@@ -68,6 +70,8 @@ def create_app(
         redoc_url=None,
         lifespan=lambda app: _lifespan(app, settings, config, database_ready),
     )
+    api.add_middleware(AdminRequestGuard)
+    install_error_handlers(api)
     api.include_router(admin_router)
 
     registry = build_registry(lambda: getattr(api.state, "agentwatch", None))
@@ -90,7 +94,8 @@ def create_app(
             return JSONResponse({"status": "unavailable", "database": str(exc)}, status_code=503)
         return JSONResponse({"status": "ok", "database": "ok"})
 
-    return Gateway(api, ProxyApp(lambda: api.state.agentwatch))
+    gateway = Gateway(api, ProxyApp(lambda: api.state.agentwatch))
+    return HttpGuard(gateway, settings.cors_origins)
 
 
 async def prepare_database(settings: Settings, config: GatewayConfig | None) -> None:
