@@ -44,7 +44,8 @@ class Settings:
     # Keys that provider secrets may still be encrypted with (ENCRYPTION_KEY_PREVIOUS);
     # `agentwatch keys rotate-encryption` moves everything onto `encryption_key`.
     previous_encryption_keys: tuple[bytes, ...] = ()
-    # Browser origins allowed to call the API cross-origin (AGENTWATCH_CORS_ORIGINS); none by default.
+    # Browser origins allowed to call the gateway cross-origin (AGENTWATCH_CORS_ORIGINS);
+    # none by default.
     cors_origins: tuple[str, ...] = ()
 
     @property
