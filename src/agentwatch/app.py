@@ -23,6 +23,7 @@ from agentwatch.api_guard import AdminRequestGuard, install_error_handlers
 from agentwatch.bootstrap import bootstrap
 from agentwatch.catalog import load_catalog
 from agentwatch.config_file import GatewayConfig, load_config
+from agentwatch.crypto import Keyring
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
 from agentwatch.http_guard import HttpGuard
@@ -114,7 +115,7 @@ async def _bootstrap(
 ) -> int:
     return await bootstrap(
         sessions,
-        encryption_key=settings.encryption_key,
+        encryption_key=Keyring.from_settings(settings),
         config=config,
         admin_email=settings.admin_email,
         admin_password=settings.admin_password,
@@ -136,7 +137,7 @@ async def start_state(
         ProxySettings(settings.https_proxy, settings.http_proxy, settings.no_proxy)
     )
     async with sessions() as session:
-        catalog = await load_catalog(session, settings.encryption_key, upstream)
+        catalog = await load_catalog(session, Keyring.from_settings(settings), upstream)
     recorder = UsageRecorder(
         sessions, settings.data_dir / USAGE_SPILL_FILE, settings.usage_flush_seconds
     )
@@ -161,7 +162,9 @@ async def stop_state(state: AppState) -> None:
 
 async def refresh_catalog(state: AppState) -> None:
     async with state.sessions() as session:
-        state.catalog = await load_catalog(session, state.settings.encryption_key, state.upstream)
+        state.catalog = await load_catalog(
+            session, Keyring.from_settings(state.settings), state.upstream
+        )
 
 
 @asynccontextmanager

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentwatch.config_file import GatewayConfig, apply_config
-from agentwatch.crypto import hash_password
+from agentwatch.crypto import Keys, hash_password
 from agentwatch.db.models import Model, Organization, User
 from agentwatch.pricing import shipped_prices
 
@@ -65,7 +65,7 @@ async def create_admin(
 async def bootstrap(
     sessions: async_sessionmaker[AsyncSession],
     *,
-    encryption_key: bytes,
+    encryption_key: Keys,
     config: GatewayConfig | None,
     admin_email: str | None,
     admin_password: str | None,

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from agentwatch.crypto import DecryptionError, decrypt_secret
+from agentwatch.crypto import DecryptionError, Keys, decrypt_secret
 from agentwatch.db.models import Model, Provider, ProviderKey
 from agentwatch.pricing import Price, price_lookup_names
 from agentwatch.providers.base import Provider as ProviderAdapter
@@ -91,7 +91,7 @@ class Catalog:
 
 
 async def load_catalog(
-    session: AsyncSession, encryption_key: bytes, client: UpstreamClient
+    session: AsyncSession, encryption_key: Keys, client: UpstreamClient
 ) -> Catalog:
     providers = (await session.scalars(select(Provider).where(Provider.is_active))).all()
     keys = (await session.scalars(select(ProviderKey).where(ProviderKey.is_active))).all()
@@ -122,14 +122,17 @@ async def load_catalog(
 
 
 def _adapter(
-    provider: Provider, key: ProviderKey | None, encryption_key: bytes, client: UpstreamClient
+    provider: Provider, key: ProviderKey | None, encryption_key: Keys, client: UpstreamClient
 ) -> tuple[ProviderAdapter | None, str | None]:
     api_key = None
     if key is not None:
         try:
             api_key = decrypt_secret(key.encrypted_key, encryption_key)
         except DecryptionError:
-            reason = f"the key of provider '{provider.name}' does not decrypt with ENCRYPTION_KEY"
+            reason = (
+                f"the key of provider '{provider.name}' does not decrypt with ENCRYPTION_KEY "
+                "or ENCRYPTION_KEY_PREVIOUS"
+            )
             log.error(reason)
             return None, reason
     base_url = provider.base_url or default_base_url(provider.type)

@@ -9,16 +9,25 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentwatch.bootstrap import create_admin, ensure_default_org
 from agentwatch.config_file import ConfigError, GatewayConfig, load_config
-from agentwatch.crypto import hash_tenant_key, key_prefix, new_tenant_key
+from agentwatch.crypto import (
+    DecryptionError,
+    Keyring,
+    decrypt_secret,
+    encrypt_secret,
+    hash_tenant_key,
+    key_prefix,
+    needs_rotation,
+    new_tenant_key,
+)
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
-from agentwatch.db.models import ApiKey, Tenant
+from agentwatch.db.models import ApiKey, Provider, ProviderKey, Tenant
 from agentwatch.settings import DEV_SECRETS_FILE, Settings, SettingsError, load_settings
 
 log = logging.getLogger("agentwatch")
@@ -81,7 +90,9 @@ def _parser() -> argparse.ArgumentParser:
     create_admin_cmd.set_defaults(run=_create_admin)
 
     keys = commands.add_parser(
-        "keys", help="tenant API keys", description="Manage tenant API keys."
+        "keys",
+        help="tenant API keys and provider-key encryption",
+        description="Manage tenant API keys and the encryption of provider keys.",
     )
     key_commands = keys.add_subparsers(title="commands", metavar="COMMAND", required=True)
     create_key = key_commands.add_parser(
@@ -92,6 +103,19 @@ def _parser() -> argparse.ArgumentParser:
     create_key.add_argument("--tenant", required=True, help="tenant name")
     create_key.add_argument("--name", help="a label for the key")
     create_key.set_defaults(run=_create_key)
+    rotate = key_commands.add_parser(
+        "rotate-encryption",
+        help="re-encrypt provider keys under the current ENCRYPTION_KEY",
+        description=(
+            "Re-encrypt every stored provider key that is not yet under ENCRYPTION_KEY, in one "
+            "transaction. Older secrets are read with the keys in ENCRYPTION_KEY_PREVIOUS; if "
+            "any secret decrypts with none of them, nothing is changed and the exit status is 2."
+        ),
+    )
+    rotate.add_argument(
+        "--dry-run", action="store_true", help="check every secret and report, change nothing"
+    )
+    rotate.set_defaults(run=_rotate_encryption)
 
     demo = commands.add_parser(
         "demo-upstream",
@@ -214,6 +238,49 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> None:
 
     asyncio.run(create())
     print(key)
+
+
+def _rotate_encryption(settings: Settings, args: argparse.Namespace) -> None:
+    keyring = Keyring.from_settings(settings)
+
+    async def rotate() -> tuple[int, int]:
+        engine = await _ready_engine(settings)
+        try:
+            async with session_factory(engine).begin() as session:
+                stored = (
+                    await session.execute(
+                        select(ProviderKey.id, ProviderKey.encrypted_key, Provider.name)
+                        .join(Provider, Provider.id == ProviderKey.provider_id)
+                        .order_by(ProviderKey.id)
+                    )
+                ).all()
+                # Every secret is decrypted before any is rewritten: one that cannot be read
+                # stops the rotation with nothing changed.
+                stale: list[tuple[int, str]] = []
+                for key_id, blob, provider in stored:
+                    try:
+                        plaintext = decrypt_secret(blob, keyring)
+                    except DecryptionError as exc:
+                        raise CommandError(
+                            f"provider key {key_id} (provider '{provider}'): {exc}; "
+                            "nothing was re-encrypted"
+                        ) from exc
+                    if needs_rotation(blob, keyring):
+                        stale.append((key_id, plaintext))
+                if not args.dry_run:
+                    for key_id, plaintext in stale:
+                        await session.execute(
+                            update(ProviderKey)
+                            .where(ProviderKey.id == key_id)
+                            .values(encrypted_key=encrypt_secret(plaintext, keyring))
+                        )
+                return len(stale), len(stored)
+        finally:
+            await engine.dispose()
+
+    changed, total = asyncio.run(rotate())
+    verb = "would re-encrypt" if args.dry_run else "re-encrypted"
+    print(f"{verb} {changed} of {total} provider keys", file=sys.stderr)
 
 
 def _demo_upstream(_settings: Settings, args: argparse.Namespace) -> None:

@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from agentwatch.crypto import (
     MIN_TENANT_KEY_LENGTH,
     DecryptionError,
+    Keys,
     decrypt_secret,
     encrypt_secret,
     hash_tenant_key,
@@ -188,7 +189,7 @@ def _yaml_problem(exc: yaml.YAMLError) -> str:
 
 
 async def apply_config(
-    session: AsyncSession, config: GatewayConfig, org_id: int, encryption_key: bytes
+    session: AsyncSession, config: GatewayConfig, org_id: int, encryption_key: Keys
 ) -> None:
     """Create or update everything the file names; leave everything else alone."""
     known_providers = {p.name for p in config.providers} | set(
@@ -209,7 +210,7 @@ async def apply_config(
 
 
 async def _apply_provider(
-    session: AsyncSession, spec: ProviderSpec, org_id: int, encryption_key: bytes
+    session: AsyncSession, spec: ProviderSpec, org_id: int, encryption_key: Keys
 ) -> None:
     provider = await session.scalar(
         select(Provider).where(Provider.org_id == org_id, Provider.name == spec.name)
@@ -246,7 +247,7 @@ async def _apply_provider(
             )
 
 
-def _decrypts_to(key: ProviderKey, plaintext: str, encryption_key: bytes) -> bool:
+def _decrypts_to(key: ProviderKey, plaintext: str, encryption_key: Keys) -> bool:
     try:
         return decrypt_secret(key.encrypted_key, encryption_key) == plaintext
     except DecryptionError:
