@@ -14,7 +14,14 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 MAX_ID = 2**63 - 1
 MAX_INT32 = 2**31 - 1
 
-Name = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=200)]
+# Names are single-line labels: no control characters (tabs, newlines, escapes).
+NO_CONTROL_CHARACTERS = r"^[^\x00-\x1f\x7f]*$"
+Name = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=200, pattern=NO_CONTROL_CHARACTERS
+    ),
+]
 Description = Annotated[str, StringConstraints(max_length=1000)]
 Email = Annotated[
     str,

@@ -17,14 +17,27 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentwatch.admin.crud import flush_or_conflict, get_in_org, summary
 from agentwatch.admin.deps import AdminContext, require
-from agentwatch.admin.fields import Cursor, IdPath, Limit, Search, Strict, like_pattern
+from agentwatch.admin.fields import (
+    NO_CONTROL_CHARACTERS,
+    Cursor,
+    IdPath,
+    Limit,
+    Search,
+    Strict,
+    like_pattern,
+)
 from agentwatch.admin.pages import Page, fetch_page
 from agentwatch.admin.rbac import CUSTOM_ROLE_PERMISSIONS, PERMISSIONS, Principal, Scope
 from agentwatch.db.models import OrgRole, User
 
 router = APIRouter(prefix="/api/roles", tags=["roles"])
 
-RoleName = Annotated[str, StringConstraints(strip_whitespace=True, min_length=1, max_length=100)]
+RoleName = Annotated[
+    str,
+    StringConstraints(
+        strip_whitespace=True, min_length=1, max_length=100, pattern=NO_CONTROL_CHARACTERS
+    ),
+]
 PermissionName = Annotated[str, StringConstraints(strip_whitespace=True, max_length=64)]
 Permissions = Annotated[list[PermissionName], Field(max_length=4 * len(PERMISSIONS))]
 _AUDITED = ("name", "permissions")
