@@ -27,6 +27,7 @@ from agentwatch.db.models import ApiKey, Model, Provider, ProviderKey, Tenant
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ProviderTypeName = Literal["openai", "anthropic", "gemini", "openrouter", "openai_compatible"]
+StrategyName = Literal["weighted", "fallback", "least-latency", "lowest-cost"]
 
 
 class ConfigError(ValueError):
@@ -83,7 +84,7 @@ class ModelSpec(PriceSpec):
     name: str = Field(min_length=1, max_length=200)
     routes: list[RouteSpec] = Field(min_length=1)
     context_window: int | None = Field(default=None, gt=0)
-    strategy: Literal["weighted", "fallback", "least-latency", "lowest-cost"] = "weighted"
+    strategy: StrategyName = "weighted"
     retries: int = Field(default=2, ge=0, le=10)
     circuit: CircuitSpec = Field(default_factory=CircuitSpec)
 
@@ -236,6 +237,7 @@ async def _apply_provider(
         key.is_active = plaintext is not None and plaintext not in kept
         if key.is_active and plaintext is not None:
             kept.add(plaintext)
+            key.masked = mask_key(plaintext)
     for plaintext in wanted:
         if plaintext not in kept:
             session.add(
@@ -243,8 +245,17 @@ async def _apply_provider(
                     provider_id=provider.id,
                     name="config",
                     encrypted_key=encrypt_secret(plaintext, encryption_key),
+                    masked=mask_key(plaintext),
                 )
             )
+
+
+def mask_key(plaintext: str) -> str:
+    """What the admin API shows for a provider key: `sk-a…wxyz`; a short key shows at most its
+    last 2 characters."""
+    if len(plaintext) >= 12:
+        return f"{plaintext[:4]}…{plaintext[-4:]}"
+    return f"…{plaintext[-2:]}" if len(plaintext) >= 8 else "…"
 
 
 def _decrypts_to(key: ProviderKey, plaintext: str, encryption_key: Keys) -> bool:
@@ -261,15 +272,26 @@ async def _apply_model(session: AsyncSession, spec: ModelSpec, org_id: int) -> N
     if model is None:
         model = Model(org_id=org_id, name=spec.name)
         session.add(model)
-    model.routes = [_route_dict(route, spec) for route in spec.routes]
-    model.routing = {
+    model.routes = route_entries(spec)
+    model.routing = routing_settings(spec)
+    if spec.context_window is not None:
+        model.context_window = spec.context_window
+    model.is_active = True
+
+
+def route_entries(spec: ModelSpec) -> list[dict[str, Any]]:
+    """The alias's routes as stored in `Model.routes` (the YAML and the admin API alike);
+    a route without prices of its own carries the alias's."""
+    return [_route_dict(route, spec) for route in spec.routes]
+
+
+def routing_settings(spec: ModelSpec) -> dict[str, Any]:
+    """How the routes are used, as stored in `Model.routing`."""
+    return {
         "strategy": spec.strategy,
         "retries": spec.retries,
         "circuit": spec.circuit.model_dump(),
     }
-    if spec.context_window is not None:
-        model.context_window = spec.context_window
-    model.is_active = True
 
 
 def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:
