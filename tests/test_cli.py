@@ -104,24 +104,28 @@ def test_unknown_keys_are_refused(gateway: Gateway) -> None:
 def test_create_admin_then_log_in(gateway: Gateway) -> None:
     done = gateway.cli("users", "create-admin", "--email", "Ops@Example.com", "--password", "pw-1")
     assert done.returncode == 2
-    assert done.stderr == "agentwatch: the password must be at least 8 characters\n"
+    assert done.stderr.startswith("agentwatch: ") and "12 characters" in done.stderr
+    weak = gateway.cli(
+        "users", "create-admin", "--email", "ops@example.com", "--password", "Password123!"
+    )
+    assert weak.returncode == 2 and "Password123!" not in weak.stderr
 
     done = gateway.cli(
-        "users", "create-admin", "--email", "Ops@Example.com", "--password", "first password"
+        "users", "create-admin", "--email", "Ops@Example.com", "--password", "first long passphrase"
     )
     assert done.returncode == 0, done.stderr
-    login = {"email": "ops@example.com", "password": "first password"}
+    login = {"email": "ops@example.com", "password": "first long passphrase"}
     response = httpx.post(f"{gateway.url}/api/auth/login", json=login)
     assert response.status_code == 200, response.text
     token = response.json()["access_token"]
     assert isinstance(token, str) and token.count(".") == 2
 
     reset = gateway.cli(
-        "users", "create-admin", "--email", "ops@example.com", "--password", "second password"
+        "users", "create-admin", "--email", "ops@example.com", "--password", "second long passphrase"
     )
     assert reset.returncode == 0, reset.stderr
     assert httpx.post(f"{gateway.url}/api/auth/login", json=login).status_code == 401
-    login["password"] = "second password"
+    login["password"] = "second long passphrase"
     assert httpx.post(f"{gateway.url}/api/auth/login", json=login).status_code == 200
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import getpass
 import logging
 import sys
 from collections.abc import Sequence
@@ -11,8 +12,10 @@ from pathlib import Path
 
 from sqlalchemy import select, update
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
+from agentwatch.admin.audit import AuditEvent, append_audit
+from agentwatch.admin.passwords import PasswordRejected, check_password
 from agentwatch.bootstrap import create_admin, ensure_default_org
 from agentwatch.config_file import ConfigError, GatewayConfig, load_config
 from agentwatch.crypto import (
@@ -25,6 +28,7 @@ from agentwatch.crypto import (
     needs_rotation,
     new_tenant_key,
 )
+from agentwatch.crypto import key_id as encryption_key_id
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
 from agentwatch.db.models import ApiKey, Provider, ProviderKey, Tenant
@@ -117,6 +121,20 @@ def _parser() -> argparse.ArgumentParser:
     )
     rotate.set_defaults(run=_rotate_encryption)
 
+    audit = commands.add_parser(
+        "audit", help="the audit log", description="Check the hash-chained audit log."
+    )
+    audit_commands = audit.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    verify = audit_commands.add_parser(
+        "verify",
+        help="verify every organisation's audit chain",
+        description=(
+            "Recompute every audit row's hash and link. Exits 0 when the log is intact, 1 with "
+            "the first broken row (edited, deleted, or newest rows removed)."
+        ),
+    )
+    verify.set_defaults(run=_audit_verify)
+
     demo = commands.add_parser(
         "demo-upstream",
         help="serve fake OpenAI and Anthropic APIs for offline trials",
@@ -154,6 +172,8 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
             "Set both, and AGENTWATCH_ENV=production, before deploying.",
             settings.data_dir / DEV_SECRETS_FILE,
         )
+    if settings.admin_email and settings.admin_password:
+        _check_admin_password(settings.admin_password, settings.admin_email)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     try:
         asyncio.run(prepare_database(settings, config))
@@ -193,15 +213,15 @@ def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> None:
 
 
 def _create_admin(settings: Settings, args: argparse.Namespace) -> None:
-    if len(args.password) < 8:
-        raise CommandError("the password must be at least 8 characters")
+    _check_admin_password(args.password, args.email)
 
     async def create() -> None:
         engine = await _ready_engine(settings)
         try:
             async with session_factory(engine).begin() as session:
                 org_id = await ensure_default_org(session)
-                await create_admin(session, org_id, args.email, args.password)
+                user = await create_admin(session, org_id, args.email, args.password)
+                await _audit(session, user.org_id, "user.super_admin_set", f"user:{user.id}")
         finally:
             await engine.dispose()
         print(f"super admin {args.email} is ready", file=sys.stderr)
@@ -224,14 +244,22 @@ def _create_key(settings: Settings, args: argparse.Namespace) -> None:
                     tenant = Tenant(org_id=org_id, name=args.tenant)
                     session.add(tenant)
                     await session.flush()
+                    await _audit(session, org_id, "tenant.created", f"tenant:{tenant.id}")
                     print(f"created tenant {args.tenant}", file=sys.stderr)
-                session.add(
-                    ApiKey(
-                        tenant_id=tenant.id,
-                        key_hash=hash_tenant_key(key),
-                        prefix=key_prefix(key),
-                        name=args.name,
-                    )
+                api_key = ApiKey(
+                    tenant_id=tenant.id,
+                    key_hash=hash_tenant_key(key),
+                    prefix=key_prefix(key),
+                    name=args.name,
+                )
+                session.add(api_key)
+                await session.flush()
+                await _audit(
+                    session,
+                    org_id,
+                    "key.created",
+                    f"key:{api_key.id}",
+                    {"tenant_id": tenant.id, "prefix": api_key.prefix},
                 )
         finally:
             await engine.dispose()
@@ -249,7 +277,12 @@ def _rotate_encryption(settings: Settings, args: argparse.Namespace) -> None:
             async with session_factory(engine).begin() as session:
                 stored = (
                     await session.execute(
-                        select(ProviderKey.id, ProviderKey.encrypted_key, Provider.name)
+                        select(
+                            ProviderKey.id,
+                            ProviderKey.encrypted_key,
+                            Provider.name,
+                            Provider.org_id,
+                        )
                         .join(Provider, Provider.id == ProviderKey.provider_id)
                         .order_by(ProviderKey.id)
                     )
@@ -257,7 +290,8 @@ def _rotate_encryption(settings: Settings, args: argparse.Namespace) -> None:
                 # Every secret is decrypted before any is rewritten: one that cannot be read
                 # stops the rotation with nothing changed.
                 stale: list[tuple[int, str]] = []
-                for key_id, blob, provider in stored:
+                per_org: dict[int, int] = {}
+                for key_id, blob, provider, org_id in stored:
                     try:
                         plaintext = decrypt_secret(blob, keyring)
                     except DecryptionError as exc:
@@ -267,12 +301,21 @@ def _rotate_encryption(settings: Settings, args: argparse.Namespace) -> None:
                         ) from exc
                     if needs_rotation(blob, keyring):
                         stale.append((key_id, plaintext))
+                        per_org[org_id] = per_org.get(org_id, 0) + 1
                 if not args.dry_run:
                     for key_id, plaintext in stale:
                         await session.execute(
                             update(ProviderKey)
                             .where(ProviderKey.id == key_id)
                             .values(encrypted_key=encrypt_secret(plaintext, keyring))
+                        )
+                    for org_id, count in sorted(per_org.items()):
+                        await _audit(
+                            session,
+                            org_id,
+                            "provider_keys.reencrypted",
+                            None,
+                            {"count": count, "key_id": encryption_key_id(keyring.current)},
                         )
                 return len(stale), len(stored)
         finally:
@@ -281,6 +324,51 @@ def _rotate_encryption(settings: Settings, args: argparse.Namespace) -> None:
     changed, total = asyncio.run(rotate())
     verb = "would re-encrypt" if args.dry_run else "re-encrypted"
     print(f"{verb} {changed} of {total} provider keys", file=sys.stderr)
+
+
+def _audit_verify(settings: Settings, _args: argparse.Namespace) -> None:
+    from agentwatch.admin.audit import verify_audit_chains
+
+    async def run() -> None:
+        engine = await _ready_engine(settings)
+        try:
+            async with session_factory(engine)() as session:
+                report = await verify_audit_chains(session)
+        finally:
+            await engine.dispose()
+        if report.first_break is not None:
+            print(f"agentwatch: {report.first_break.describe()}", file=sys.stderr)
+            raise SystemExit(1)
+        print(f"verified {report.rows} audit rows in {report.chains} chains: intact")
+
+    asyncio.run(run())
+
+
+async def _audit(
+    session: AsyncSession,
+    org_id: int,
+    action: str,
+    target: str | None,
+    details: dict[str, object] | None = None,
+) -> None:
+    """Operator commands leave the same trail as the admin API, with the OS user as actor."""
+    await append_audit(
+        session,
+        AuditEvent(
+            org_id=org_id,
+            actor=f"cli:{getpass.getuser()}",
+            action=action,
+            target=target,
+            details=details,
+        ),
+    )
+
+
+def _check_admin_password(password: str, email: str) -> None:
+    try:
+        check_password(password, email=email)
+    except PasswordRejected as exc:
+        raise CommandError(str(exc)) from exc
 
 
 def _demo_upstream(_settings: Settings, args: argparse.Namespace) -> None:
