@@ -121,7 +121,12 @@ def test_create_admin_then_log_in(gateway: Gateway) -> None:
     assert isinstance(token, str) and token.count(".") == 2
 
     reset = gateway.cli(
-        "users", "create-admin", "--email", "ops@example.com", "--password", "second long passphrase"
+        "users",
+        "create-admin",
+        "--email",
+        "ops@example.com",
+        "--password",
+        "second long passphrase",
     )
     assert reset.returncode == 0, reset.stderr
     assert httpx.post(f"{gateway.url}/api/auth/login", json=login).status_code == 401
