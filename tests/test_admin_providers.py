@@ -212,6 +212,9 @@ def test_provider_crud_filters_and_rename(gateway: Gateway, fake_openai: FakeOpe
     provider = api("POST", "/providers", json=body).json()
     assert provider["keys"] == [] and provider["headers"] == {} and provider["is_active"] is True
     assert api("POST", "/providers", json=body).status_code == 409
+    other = api("POST", "/providers", json={**body, "name": unique("other")}).json()
+    clash = api("PATCH", f"/providers/{other['id']}", json={"name": name})
+    assert clash.status_code == 409, clash.text  # found by the API fuzz: once a 500
     alias = unique("renamed-alias")
     api("POST", "/models", json={"name": alias, "routes": [{"provider": name, "model": "m"}]})
 

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentwatch.admin.audit import AuditEvent, append_audit
-from agentwatch.admin.rbac import Principal, Resource, Role, Scope, can, grants_for
+from agentwatch.admin.rbac import Principal, Resource, Role, can, grants_for
 from agentwatch.admin.tokens import InvalidToken, TokenClaims, read_access_token
 from agentwatch.db.models import Organization, OrgRole, RevokedToken, TeamMembership, User
 from agentwatch.state import AppState
@@ -129,8 +129,9 @@ async def admin_context(
     user = await session.get(User, claims.user_id)
     if user is None or not user.is_active or user.org_id != claims.org_id:
         raise _unauthorized("the token's user no longer exists or is disabled")
-    if user.tokens_valid_after is not None and claims.issued_at < int(
-        user.tokens_valid_after.timestamp()
+    if (
+        user.tokens_valid_after is not None
+        and claims.issued_at < user.tokens_valid_after.timestamp()
     ):
         raise _unauthorized("the token was revoked")
     if await session.get(RevokedToken, claims.token_id) is not None:
@@ -232,18 +233,6 @@ def public(reason: str) -> Any:
 def declared_permission(call: Callable[..., Any]) -> str | None:
     value = getattr(call, PERMISSION_ATTRIBUTE, None)
     return value if isinstance(value, str) else None
-
-
-def team_scope(principal: Principal, action: str) -> frozenset[int] | None:
-    """The teams `action` is limited to for this principal, or None when it reaches the org."""
-    if principal.is_super_admin:
-        return None
-    scope = principal.grants.get(action)
-    if scope is Scope.OWN_TEAMS:
-        return principal.team_ids
-    if scope is Scope.ADMINED_TEAMS:
-        return principal.admin_team_ids
-    return None
 
 
 def _unauthorized(message: str) -> HTTPException:

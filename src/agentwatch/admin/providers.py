@@ -179,8 +179,9 @@ async def update_provider(
             setattr(provider, column, sent[column])
     if sent.keys() & set(_EXTRA_FIELDS):
         provider.extra = _extra(**{**_extra_fields(provider), **sent})
-    renamed = await _rename_in_routes(ctx, old_name, provider.name)
+    # Flushed before the routes are read: a name clash is a 409, not an autoflush error.
     await flush_or_conflict(ctx.session, f"a provider named {provider.name!r} already exists")
+    renamed = await _rename_in_routes(ctx, old_name, provider.name)
     after = _summary(provider)
     changed = [name for name in after if after[name] != before[name]]
     await ctx.audit(

@@ -19,10 +19,6 @@ class Role(StrEnum):
     VIEWER = "viewer"
 
 
-# A user's stored role is one of these; super admin is a flag on top of one.
-ASSIGNABLE_ROLES = (Role.ORG_ADMIN, Role.TEAM_ADMIN, Role.MEMBER, Role.VIEWER)
-
-
 class Scope(Enum):
     """How far a granted permission reaches."""
 

@@ -22,7 +22,7 @@ class TokenClaims:
     role: str
     is_super_admin: bool
     token_id: str = ""
-    issued_at: int = 0
+    issued_at: float = 0.0  # seconds, to the millisecond: revocation compares it exactly
     expires_at: int = 0
 
 
@@ -31,7 +31,9 @@ class InvalidToken(ValueError):
 
 
 def issue_access_token(claims: TokenClaims, secret: str, now: float | None = None) -> str:
-    issued = int(now if now is not None else time.time())
+    # NumericDate may carry a fraction (RFC 7519): a token issued just after a revocation in
+    # the same second must stay valid, and one issued just before must not.
+    issued = round(now if now is not None else time.time(), 3)
     return jwt.encode(
         {
             "iss": ISSUER,
@@ -43,7 +45,7 @@ def issue_access_token(claims: TokenClaims, secret: str, now: float | None = Non
             "typ": "access",
             "jti": secrets.token_urlsafe(16),
             "iat": issued,
-            "exp": issued + ACCESS_TOKEN_SECONDS,
+            "exp": int(issued) + ACCESS_TOKEN_SECONDS,
         },
         secret,
         algorithm=ALGORITHM,
@@ -73,7 +75,7 @@ def read_access_token(token: str, secret: str) -> TokenClaims:
             role=str(claims["role"]),
             is_super_admin=bool(claims.get("super", False)),
             token_id=str(claims["jti"]),
-            issued_at=int(claims["iat"]),
+            issued_at=float(claims["iat"]),
             expires_at=int(claims["exp"]),
         )
     except (KeyError, TypeError, ValueError) as exc:

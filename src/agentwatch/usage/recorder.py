@@ -126,9 +126,14 @@ class UsageRecorder:
         self._closing = True
         self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            # Let the writer finish the flush it is in (it stops after it): cancelling it
+            # mid-INSERT would leave SQLite's write lock with a connection nobody rolls back,
+            # and every later write, the shutdown flush included, would find the file locked.
+            try:
                 await self._task
+            except Exception:
+                # The rows it held are back in the queue; the flushes below still try them.
+                log.exception("the usage writer stopped with an error")
         for attempt in range(SHUTDOWN_ATTEMPTS):
             try:
                 await self.flush()
