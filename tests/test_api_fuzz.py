@@ -17,6 +17,7 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,9 +26,11 @@ import schemathesis
 from hypothesis import HealthCheck, Phase, Verbosity, given, seed, settings
 from hypothesis.configuration import set_hypothesis_home_dir
 from hypothesis.errors import Unsatisfiable
+from hypothesis.internal.reflection import get_pretty_function_description
 from schemathesis import APIOperation, Case, GenerationMode
 from schemathesis.checks import not_a_server_error, response_schema_conformance
 from schemathesis.errors import FailureGroup
+from schemathesis.specs.openapi import coverage as coverage_package
 from schemathesis.specs.openapi.schemas import OpenApiSchema
 
 from agentwatch.admin.tokens import TokenClaims, issue_access_token
@@ -65,6 +68,21 @@ TELLING = re.compile(r"Maximum|Minimum|Valid object|only required|all required p
 Planned = tuple[str, Case]  # (how the case was made, the case)
 
 
+def _warm_lambda_sources() -> None:
+    """Parse schemathesis's coverage modules once, here, at a shallow stack.
+
+    Hypothesis names every `.filter(lambda ...)` by parsing the lambda's whole source file, the
+    first time inside generation, deep in the stack and under its raised recursion limit, where
+    CPython 3.11.7's AST builder can fail with "AST constructor recursion depth mismatch"
+    (a CPython bug fixed in later 3.11 releases). Hypothesis caches the parse per file, so a
+    first parse from a lambda compiled against each file's name takes that path out of the run.
+    """
+    package = Path(coverage_package.__file__).parent
+    for module in sorted(package.glob("*.py")):
+        stand_in = eval(compile("lambda value: value", str(module), "eval"))
+        get_pretty_function_description(stand_in)
+
+
 def test_openapi_document_is_valid_and_typed(gateway: Gateway) -> None:
     schema = load_schema(gateway)
     schema.validate()  # against the OpenAPI 3 meta-schema
@@ -83,6 +101,7 @@ def test_openapi_document_is_valid_and_typed(gateway: Gateway) -> None:
 
 def test_fuzzed_admin_api_answers_no_5xx(gateway: Gateway, hypothesis_home: None) -> None:
     started = time.monotonic()
+    _warm_lambda_sources()
     schema = load_schema(gateway)
     everything = operations(schema)
     run = FuzzRun(gateway)
