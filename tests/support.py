@@ -187,5 +187,19 @@ def running_gateway(
         gateway.stop()
 
 
+@contextmanager
+def gateway_on(
+    backend: str, workdir: Path, config: str, env: dict[str, str] | None = None
+) -> Iterator[Gateway]:
+    """A gateway on a fresh database of `backend` (see `database`), stopped afterwards."""
+    with database(backend, workdir) as url:
+        gateway = Gateway(workdir=workdir, database_url=url, config=config, env=env or {})
+        gateway.start()
+        try:
+            yield gateway
+        finally:
+            gateway.stop()
+
+
 def new_key() -> str:
     return "sk-test-" + secrets.token_hex(16)

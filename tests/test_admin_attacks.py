@@ -14,7 +14,7 @@ from openai import AuthenticationError, OpenAI
 
 from tests.admin_support import bearer
 from tests.conftest import BACKENDS
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway, database
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway, gateway_on
 
 CONFIG = "providers: []\nmodels: []\n"
 HOSTILE = (
@@ -39,14 +39,10 @@ _serial = itertools.count()
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp(f"attacks-{request.param}")
-    with database(request.param, workdir) as url:
-        gateway = Gateway(workdir=workdir, database_url=url, config=CONFIG)
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_on(
+        request.param, tmp_path_factory.mktemp(f"attacks-{request.param}"), CONFIG
+    ) as gateway:
+        yield gateway
 
 
 def call(gateway: Gateway, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -23,7 +23,7 @@ from agentwatch.app import create_app
 from agentwatch.settings import load_settings
 from tests.admin_support import add_user
 from tests.conftest import BACKENDS
-from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway, database
+from tests.support import ADMIN_EMAIL, ADMIN_PASSWORD, Gateway, gateway_on
 
 JWT_SECRET = "test-jwt-secret-" + "x" * 64
 CONFIG = "providers: []\nmodels: []\n"
@@ -33,16 +33,13 @@ CONFIG = "providers: []\nmodels: []\n"
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp(f"auth-{request.param}")
-    with database(request.param, workdir) as url:
-        gateway = Gateway(
-            workdir=workdir, database_url=url, config=CONFIG, env={"JWT_SECRET": JWT_SECRET}
-        )
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_on(
+        request.param,
+        tmp_path_factory.mktemp(f"auth-{request.param}"),
+        CONFIG,
+        {"JWT_SECRET": JWT_SECRET},
+    ) as gateway:
+        yield gateway
 
 
 def login(gateway: Gateway, email: str, password: str) -> httpx.Response:

@@ -18,7 +18,7 @@ from agentwatch.settings import normalise_database_url
 from tests.admin_support import bearer
 from tests.conftest import BACKENDS
 from tests.fake_openai import FakeOpenAI
-from tests.support import Gateway, database
+from tests.support import Gateway, gateway_on
 
 ROUTES: list[dict[str, Any]] = [
     {
@@ -94,14 +94,12 @@ def gateway(
     fake_openai: FakeOpenAI,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp(f"models-{request.param}")
-    with database(request.param, workdir) as url:
-        gateway = Gateway(workdir=workdir, database_url=url, config=config(fake_openai.base_url))
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_on(
+        request.param,
+        tmp_path_factory.mktemp(f"models-{request.param}"),
+        config(fake_openai.base_url),
+    ) as gateway:
+        yield gateway
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import pytest
 
 from tests.admin_support import add_user, bearer, login_token
 from tests.conftest import BACKENDS
-from tests.support import Gateway, database
+from tests.support import Gateway, gateway_on
 
 CONFIG = "providers: []\nmodels: []\n"
 STRONG = "Velvet-Quokka-Harbour-42"
@@ -22,14 +22,10 @@ STRONG = "Velvet-Quokka-Harbour-42"
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp(f"orgs-{request.param}")
-    with database(request.param, workdir) as url:
-        gateway = Gateway(workdir=workdir, database_url=url, config=CONFIG)
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_on(
+        request.param, tmp_path_factory.mktemp(f"orgs-{request.param}"), CONFIG
+    ) as gateway:
+        yield gateway
 
 
 def call(gateway: Gateway, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:

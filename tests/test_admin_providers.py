@@ -23,7 +23,7 @@ from agentwatch.settings import normalise_database_url
 from tests.admin_support import add_user, bearer, login_token
 from tests.conftest import BACKENDS
 from tests.fake_openai import FakeOpenAI
-from tests.support import Gateway, database
+from tests.support import Gateway, gateway_on
 
 PASSWORD = "a long enough test password 42"
 
@@ -32,14 +32,10 @@ PASSWORD = "a long enough test password 42"
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp(f"providers-{request.param}")
-    with database(request.param, workdir) as url:
-        gateway = Gateway(workdir=workdir, database_url=url, config="providers: []\n")
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_on(
+        request.param, tmp_path_factory.mktemp(f"providers-{request.param}"), "providers: []\n"
+    ) as gateway:
+        yield gateway
 
 
 class Api:

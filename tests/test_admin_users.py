@@ -12,7 +12,7 @@ import pytest
 
 from tests.admin_support import add_user, bearer, login_token
 from tests.conftest import BACKENDS
-from tests.support import ADMIN_EMAIL, Gateway, database
+from tests.support import ADMIN_EMAIL, Gateway, gateway_on
 
 CONFIG = "providers: []\nmodels: []\n"
 STRONG = "Velvet-Quokka-Harbour-42"
@@ -25,14 +25,10 @@ SECRET_FIELDS = ("password", "password_hash", "password_history")
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp(f"users-{request.param}")
-    with database(request.param, workdir) as url:
-        gateway = Gateway(workdir=workdir, database_url=url, config=CONFIG)
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_on(
+        request.param, tmp_path_factory.mktemp(f"users-{request.param}"), CONFIG
+    ) as gateway:
+        yield gateway
 
 
 def call(gateway: Gateway, token: str, method: str, path: str, **kwargs: Any) -> httpx.Response:

@@ -17,7 +17,7 @@ from agentwatch.db.engine import create_engine
 from agentwatch.settings import normalise_database_url
 from tests.admin_support import bearer
 from tests.conftest import BACKENDS
-from tests.support import Gateway, database
+from tests.support import Gateway, gateway_on
 
 CONFIG = "providers: []\nmodels: []\n"
 
@@ -26,14 +26,10 @@ CONFIG = "providers: []\nmodels: []\n"
 def gateway(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Gateway]:
-    workdir = tmp_path_factory.mktemp(f"audit-{request.param}")
-    with database(request.param, workdir) as url:
-        gateway = Gateway(workdir=workdir, database_url=url, config=CONFIG)
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    with gateway_on(
+        request.param, tmp_path_factory.mktemp(f"audit-{request.param}"), CONFIG
+    ) as gateway:
+        yield gateway
 
 
 def sql(gateway: Gateway, statement: str, **params: Any) -> list[Any]:
