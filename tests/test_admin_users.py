@@ -160,6 +160,27 @@ def test_an_admin_password_reset_revokes_the_users_tokens(gateway: Gateway) -> N
     assert OTHER_STRONG not in call(gateway, token, "GET", "/api/audit-logs").text
 
 
+def test_an_admin_password_reset_unlocks_a_locked_out_user(gateway: Gateway) -> None:
+    token = gateway.admin_token()
+    user = create_user(gateway, token)
+    for _ in range(5):
+        failed = httpx.post(
+            f"{gateway.url}/api/auth/login",
+            json={"email": user["email"], "password": "Wrong-guess 8812!"},
+        )
+        assert failed.status_code == 401
+    locked = httpx.post(
+        f"{gateway.url}/api/auth/login", json={"email": user["email"], "password": STRONG}
+    )
+    assert locked.status_code == 429
+    assert call(gateway, token, "GET", f"/api/users/{user['id']}").json()["locked"] is True
+    reset = call(
+        gateway, token, "PATCH", f"/api/users/{user['id']}", json={"password": OTHER_STRONG}
+    )
+    assert reset.status_code == 200 and reset.json()["locked"] is False
+    assert login_token(gateway.url, user["email"], OTHER_STRONG)
+
+
 def test_role_changes_are_audited_as_user_role_changed(gateway: Gateway) -> None:
     token = gateway.admin_token()
     user = create_user(gateway, token, role="member")

@@ -153,6 +153,9 @@ async def update_user(user_id: IdPath, body: UserUpdate, ctx: UsersWrite) -> Use
     if body.password is not None:
         await set_password(user, body.password)
         user.tokens_valid_after = utcnow()  # whoever held the old password is signed out
+        # A reset is how an admin lets a locked-out user back in.
+        user.failed_logins, user.locked_until = 0, None
+        ctx.state.login_throttle.succeeded(user.email)
     old_role = {"role": user.role, "role_id": user.role_id}
     new_role = {"role": role, "role_id": role_id}
     profile = {k: v for k, v in body.model_dump(include={"name", "is_active"}).items() if k in sent}
