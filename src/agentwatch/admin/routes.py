@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter
+from pydantic import BaseModel
 
 from agentwatch.admin import (
     accounts,
@@ -18,6 +21,34 @@ from agentwatch.admin import (
     users,
 )
 
+
+class ValidationIssue(BaseModel):
+    loc: list[str | int]
+    msg: str
+    type: str
+
+
+class ErrorBody(BaseModel):
+    """Every `/api` error: a sentence, or for a malformed request the list of issues."""
+
+    detail: str | list[ValidationIssue]
+
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": description}
+    for status, description in (
+        (400, "malformed input"),
+        (401, "no valid token"),
+        (403, "the role does not allow it"),
+        (404, "no such row in the organisation"),
+        (409, "a duplicate or a guard"),
+        (413, "body over 1 MiB"),
+        # Replaces FastAPI's own 422 entry: refusals such as the password policy's are a sentence.
+        (422, "invalid values (never echoed back)"),
+        (429, "too many failed logins"),
+    )
+}
+
 router = APIRouter()
 for resource in (
     accounts,
@@ -32,4 +63,4 @@ for resource in (
     usage,
     audit_routes,
 ):
-    router.include_router(resource.router)
+    router.include_router(resource.router, responses=_ERRORS)
