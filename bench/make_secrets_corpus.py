@@ -2,8 +2,9 @@
 
 Every value is generated from a fixed seed (format-correct, never a real key), so rerunning
 `uv run python bench/make_secrets_corpus.py` reproduces the committed file byte for byte.
-Gold spans cover the secret value only (not `KEY=` or quotes), which is the least a detector
-must find; a finding that covers more of the line still overlaps the whole gold span.
+Gold spans cover the secret value only (not `KEY=` or quotes; in a connection string, the
+password), which is the least a detector must find; a finding that covers more of the line
+still overlaps the whole gold span.
 """
 
 from __future__ import annotations
@@ -44,8 +45,17 @@ class Record:
     def secret(self, detector: str, value: str) -> Record:
         start = len(self.text)
         self.text += value
-        self.spans.append({"detector": detector, "start": start, "end": len(self.text)})
+        first, last = secret_part(detector, value)
+        self.spans.append({"detector": detector, "start": start + first, "end": start + last})
         return self
+
+
+def secret_part(detector: str, value: str) -> tuple[int, int]:
+    """Where the secret sits in a value: in a connection string, the password alone."""
+    if detector == "db_connection_string":
+        credentials = value.index("://") + 3
+        return value.index(":", credentials) + 1, value.rindex("@")
+    return 0, len(value)
 
 
 def pick(rng: random.Random, alphabet: str, length: int) -> str:
