@@ -180,13 +180,17 @@ def render_table(title: str, tallies: Mapping[str, Tally]) -> str:
             f"| {label} | {t.gold} | {t.found} | {t.true_positives} | {t.false_positives} | "
             f"{t.false_negatives} | {t.precision:.3f} | {t.recall:.3f} |"
         )
-    met = [label for label, t in tallies.items() if t.meets()]
-    missed = [label for label, t in tallies.items() if not t.meets()]
+    judged = {label: t for label, t in tallies.items() if t.gold or t.found}
+    met = [label for label, t in judged.items() if t.meets()]
+    missed = [label for label, t in judged.items() if not t.meets()]
+    unjudged = [label for label in tallies if label not in judged]
     lines += [
         "",
         f"- meet {TARGET}/{TARGET}: {', '.join(met) or 'none'}",
         f"- miss {TARGET}/{TARGET}: {', '.join(missed) or 'none'}",
     ]
+    if unjudged:
+        lines.append(f"- no gold span and no finding (not measured): {', '.join(unjudged)}")
     return "\n".join(lines)
 
 
