@@ -32,6 +32,7 @@ from agentwatch.crypto import key_id as encryption_key_id
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
 from agentwatch.db.models import ApiKey, Provider, ProviderKey, Tenant
+from agentwatch.dlp.scan_command import add_scan_arguments, run_scan
 from agentwatch.settings import DEV_SECRETS_FILE, Settings, SettingsError, load_settings
 
 log = logging.getLogger("agentwatch")
@@ -43,6 +44,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not hasattr(args, "run"):
         parser.print_help()
         raise SystemExit(2)
+    if args.run is _dlp_scan:
+        # Needs no settings, database or data directory, so it runs anywhere (CI, hooks).
+        raise SystemExit(run_scan(args))
     try:
         settings = load_settings()
     except SettingsError as exc:
@@ -134,6 +138,23 @@ def _parser() -> argparse.ArgumentParser:
         ),
     )
     verify.set_defaults(run=_audit_verify)
+
+    dlp = commands.add_parser(
+        "dlp", help="data-loss prevention", description="Find secrets and personal data."
+    )
+    dlp_commands = dlp.add_subparsers(title="commands", metavar="COMMAND", required=True)
+    scan = dlp_commands.add_parser(
+        "scan",
+        help="scan files or stdin for secrets, personal data and prompt injection",
+        description=(
+            "Scan files (or stdin when none or '-') with every built-in DLP detector. Text "
+            "output: one line per finding (input:line:col detector category severity action "
+            "masked-excerpt). --format json: one line per input with character offsets and "
+            "never the matched value. Exits 1 when a finding is at or above --fail-on."
+        ),
+    )
+    add_scan_arguments(scan)
+    scan.set_defaults(run=_dlp_scan)
 
     demo = commands.add_parser(
         "demo-upstream",
@@ -369,6 +390,10 @@ def _check_admin_password(password: str, email: str) -> None:
         check_password(password, email=email)
     except PasswordRejected as exc:
         raise CommandError(str(exc)) from exc
+
+
+def _dlp_scan(_settings: Settings, args: argparse.Namespace) -> None:
+    raise SystemExit(run_scan(args))
 
 
 def _demo_upstream(_settings: Settings, args: argparse.Namespace) -> None:

@@ -202,6 +202,8 @@ def not_placeholder(value: str) -> bool:
     lowered = value.strip("'\"`").lower()
     if len(lowered) < 4 or _PLACEHOLDER_SHAPE.match(value.strip("'\"`")):
         return False
+    if re.search(r"x{4,}|\*{3,}|\.\.\.|(.)\1{5,}", lowered):
+        return False
     return not any(word == lowered or lowered.startswith(word) for word in _PLACEHOLDER_WORDS)
 
 
