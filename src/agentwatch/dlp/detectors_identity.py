@@ -14,8 +14,8 @@ IDENTITY: tuple[Detector, ...] = (
     Detector(
         "credit_card", _FIN, Severity.HIGH, "redact",
         (Rule(re.compile(
-            r"(?<![\w-])(?:\d{4}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7}|\d{4}[ -]?\d{6}[ -]?\d{4,5}"
-            r"|\d{12,19})(?![\w-])"), 0.9),),
+            r"\d(?<![\w-]\d)(?:\d{3}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7}|\d{3}[ -]?\d{6}[ -]?\d{4,5}"
+            r"|\d{11,18})(?![\w-])"), 0.9),),
         gate=Gate.DIGITS, validator=v.credit_card_valid, validator_name="Luhn + card brand (IIN)",
         context_raise=("card", "visa", "mastercard", "amex", "credit", "debit", "cc"),
         context_lower=_ID_LOWER,
@@ -29,27 +29,27 @@ IDENTITY: tuple[Detector, ...] = (
     ),
     Detector(
         "us_ssn", _PII, Severity.HIGH, "redact",
-        (Rule(re.compile(r"(?<![\d-])\d{3}([- ])\d{2}\1\d{4}(?![\d-])"), 0.85),
-         Rule(re.compile(r"(?<![\w-])\d{9}(?![\w-])"), 0.6, needs_context=True)),
+        (Rule(re.compile(r"\d(?<![\d-]\d)\d{2}([- ])\d{2}\1\d{4}(?![\d-])"), 0.85),
+         Rule(re.compile(r"\d(?<![\w-]\d)\d{8}(?![\w-])"), 0.6, needs_context=True)),
         gate=Gate.DIGITS, validator=v.us_ssn_valid, validator_name="SSA area/group/serial rules",
         context_raise=("ssn", "social security", "social sec", "ss#", "ss #"),
         context_lower=(*_ID_LOWER, "phone", "tel", "fax", "zip"),
     ),
     Detector(
         "us_itin", _PII, Severity.HIGH, "redact",
-        (Rule(re.compile(r"(?<![\d-])9\d{2}([- ]?)\d{2}\1\d{4}(?![\d-])"), 0.75),),
+        (Rule(re.compile(r"9(?<![\d-]9)\d{2}([- ]?)\d{2}\1\d{4}(?![\d-])"), 0.75),),
         gate=Gate.DIGITS, validator=v.us_itin_valid, validator_name="ITIN group ranges",
         context_raise=("itin", "taxpayer", "tax id", "tin"), context_lower=_ID_LOWER,
     ),
     Detector(
         "aba_routing", _FIN, Severity.MEDIUM, "redact",
-        (Rule(re.compile(r"(?<![\w-])[0-38]\d{8}(?![\w-])"), 0.85, needs_context=True),),
+        (Rule(re.compile(r"[0-38](?<![\w-][0-38])\d{8}(?![\w-])"), 0.85, needs_context=True),),
         gate=Gate.DIGITS, validator=v.aba_routing_valid, validator_name="ABA checksum (3-7-1)",
         context_raise=("routing", "aba", "rtn", "transit", "ach", "wire"),
     ),
     Detector(
         "uk_nhs", _PII, Severity.HIGH, "redact",
-        (Rule(re.compile(r"(?<![\w-])\d{3}([ -]?)\d{3}\1\d{4}(?![\w-])"), 0.9,
+        (Rule(re.compile(r"\d(?<![\w-]\d)\d{2}([ -]?)\d{3}\1\d{4}(?![\w-])"), 0.9,
               needs_context=True),),
         gate=Gate.DIGITS, validator=v.uk_nhs_valid, validator_name="NHS mod 11",
         context_raise=("nhs", "health service", "patient", "chi number"),
@@ -62,7 +62,7 @@ IDENTITY: tuple[Detector, ...] = (
     ),
     Detector(
         "ca_sin", _PII, Severity.HIGH, "redact",
-        (Rule(re.compile(r"(?<![\w-])\d{3}([ -]?)\d{3}\1\d{3}(?![\w-])"), 0.85,
+        (Rule(re.compile(r"\d(?<![\w-]\d)\d{2}([ -]?)\d{3}\1\d{3}(?![\w-])"), 0.85,
               needs_context=True),),
         gate=Gate.DIGITS, validator=v.ca_sin_valid, validator_name="Luhn",
         context_raise=("sin", "social insurance", "nas"),
