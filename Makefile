@@ -20,8 +20,8 @@ services:
 	./scripts/ensure-services.sh
 
 lint: install
-	$(UV) run ruff check src tests bench
-	$(UV) run ruff format --check src tests bench
+	$(UV) run ruff check --no-cache src tests bench
+	$(UV) run ruff format --no-cache --check src tests bench
 
 typecheck: install
 	$(UV) run mypy

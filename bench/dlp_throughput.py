@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agentwatch.dlp.engine import default_scanner
-
 from machine import cpu_model, gateway_revision
 from mixed_corpus import ONE_MB, mixed_corpus, prose
 

@@ -9,12 +9,11 @@ from pathlib import Path
 BENCH_DIR = Path(__file__).resolve().parent.parent / "bench"
 sys.path.insert(0, str(BENCH_DIR))
 
-from agentwatch.dlp.engine import default_scanner  # noqa: E402
-
 import dlp_accuracy  # noqa: E402
 import dlp_throughput  # noqa: E402
 import make_secrets_corpus  # noqa: E402
 import mixed_corpus  # noqa: E402
+from agentwatch.dlp.engine import default_scanner  # noqa: E402
 from agentwatch.dlp.types import Category, Finding, Severity  # noqa: E402
 
 
