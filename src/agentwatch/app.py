@@ -160,13 +160,6 @@ async def stop_state(state: AppState) -> None:
     await state.engine.dispose()
 
 
-async def refresh_catalog(state: AppState) -> None:
-    async with state.sessions() as session:
-        state.catalog = await load_catalog(
-            session, Keyring.from_settings(state.settings), state.upstream
-        )
-
-
 @asynccontextmanager
 async def _lifespan(
     api: FastAPI, settings: Settings, config: GatewayConfig | None, database_ready: bool
@@ -216,6 +209,6 @@ async def _refresh_forever(state: AppState) -> None:
     while True:
         await asyncio.sleep(CATALOG_REFRESH_SECONDS)
         try:
-            await refresh_catalog(state)
+            await state.reload_catalog()
         except (SQLAlchemyError, OSError) as exc:
             log.warning("catalog refresh failed, keeping the previous one: %s", exc)

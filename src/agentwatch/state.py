@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agentwatch.admin.throttle import LoginThrottle
-from agentwatch.catalog import Catalog
+from agentwatch.catalog import Catalog, load_catalog
+from agentwatch.crypto import Keyring
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
 from agentwatch.tenant_auth import TenantAuthenticator
@@ -26,3 +27,9 @@ class AppState:
     catalog: Catalog
     router: Router
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+
+    async def reload_catalog(self) -> None:
+        """Rebuild the routing table from the database (the background refresh, admin writes)."""
+        async with self.sessions() as session:
+            keyring = Keyring.from_settings(self.settings)
+            self.catalog = await load_catalog(session, keyring, self.upstream)

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+import functools
+from dataclasses import replace
 from datetime import timedelta
 from typing import Annotated
 
@@ -34,8 +35,13 @@ from agentwatch.crypto import hash_password, verify_password
 from agentwatch.db.models import RevokedToken, User, utcnow
 
 router = APIRouter(prefix="/api/auth", tags=["auth"])
-# Verified when the email is unknown, so a miss costs what a wrong password costs.
-_DUMMY_HASH = hash_password("agentwatch-dummy-password-for-timing")
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified when the email is unknown, so a miss costs what a wrong password costs; made
+    on the first such login, not at import (an argon2 hash is ~0.1 s of start-up)."""
+    return hash_password("agentwatch-dummy-password-for-timing")
 
 
 class LoginRequest(Strict):
@@ -79,7 +85,7 @@ async def login(
     now = utcnow()
     if user is not None and user.locked_until is not None and user.locked_until > now:
         raise _too_many((user.locked_until - now).total_seconds())
-    stored = user.password_hash if user is not None else _DUMMY_HASH
+    stored = user.password_hash if user is not None else _dummy_hash()
     valid = await asyncio.to_thread(verify_password, stored, body.password)
     event = AuditEvent(
         org_id=user.org_id if user is not None else NO_ORG,
@@ -106,27 +112,16 @@ async def login(
 async def _record_failure(session: AsyncSession, user: User | None, event: AuditEvent) -> None:
     reason = "unknown email" if user is None else "inactive" if not user.is_active else "password"
     details = {"reason": reason}
-    await append_audit(session, _with(event, "auth.login_failed", details))
+    await append_audit(session, replace(event, action="auth.login_failed", details=details))
     if user is not None:
         user.failed_logins += 1
         if user.failed_logins >= MAX_FAILURES_PER_ACCOUNT:
             user.failed_logins = 0
             user.locked_until = utcnow() + timedelta(seconds=LOCK_SECONDS)
-            await append_audit(session, _with(event, "auth.locked_out", {"seconds": LOCK_SECONDS}))
+            await append_audit(
+                session, replace(event, action="auth.locked_out", details={"seconds": LOCK_SECONDS})
+            )
     await session.commit()
-
-
-def _with(event: AuditEvent, action: str, details: Mapping[str, object]) -> AuditEvent:
-    return AuditEvent(
-        org_id=event.org_id,
-        actor=event.actor,
-        actor_id=event.actor_id,
-        action=action,
-        target=event.target,
-        details=details,
-        ip=event.ip,
-        user_agent=event.user_agent,
-    )
 
 
 def _too_many(seconds: float) -> HTTPException:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, HTTPException, Query
@@ -10,7 +10,7 @@ from pydantic import BaseModel
 from sqlalchemy import select
 
 from agentwatch.admin.deps import AdminContext, require
-from agentwatch.admin.fields import MAX_ID, IdQuery
+from agentwatch.admin.fields import MAX_ID, IdQuery, as_utc
 from agentwatch.admin.pages import decode_cursor, encode_cursor
 from agentwatch.db.models import AuditLog
 
@@ -64,9 +64,9 @@ async def list_audit_logs(
     if target:
         query = query.where(AuditLog.target == target)
     if since is not None:
-        query = query.where(AuditLog.created_at >= _utc(since))
+        query = query.where(AuditLog.created_at >= as_utc(since))
     if until is not None:
-        query = query.where(AuditLog.created_at < _utc(until))
+        query = query.where(AuditLog.created_at < as_utc(until))
     before = decode_cursor(cursor) or MAX_ID
     if cursor and before == 0:
         raise HTTPException(400, "cursor is not one this API returned")
@@ -80,7 +80,3 @@ async def list_audit_logs(
         data=[AuditLogOut.model_validate(r, from_attributes=True) for r in rows[:limit]],
         next_cursor=next_cursor,
     )
-
-
-def _utc(value: datetime) -> datetime:
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

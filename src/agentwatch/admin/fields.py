@@ -6,6 +6,7 @@ database (an over-long string or a 2**64 id is a 422 here, never a driver error)
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import Path, Query
@@ -56,3 +57,8 @@ def like_pattern(text: str) -> str:
     """A LIKE pattern matching `text` literally (escape character `\\`)."""
     escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
     return f"%{escaped.lower()}%"
+
+
+def as_utc(value: datetime) -> datetime:
+    """A query's datetime in UTC; one without an offset is taken as UTC."""
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)

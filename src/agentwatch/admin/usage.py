@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import BaseModel
 
 from agentwatch.admin.deps import AdminContext, require
+from agentwatch.admin.fields import as_utc
 from agentwatch.usage.queries import BadCursor, UsageFilter, list_usage_records
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
@@ -62,8 +63,8 @@ async def usage_records(
         org_id=ctx.org_id,
         tenant=tenant,
         model=model,
-        since=_utc(since),
-        until=_utc(until),
+        since=as_utc(since) if since is not None else None,
+        until=as_utc(until) if until is not None else None,
         status=status,
         endpoint=endpoint,
         request_id=request_id,
@@ -73,9 +74,3 @@ async def usage_records(
     except BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
     return UsagePage.model_validate({"data": rows, "next_cursor": next_cursor})
-
-
-def _utc(value: datetime | None) -> datetime | None:
-    if value is None:
-        return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
