@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from agentwatch.dlp.detectors import BY_ID
 from agentwatch.dlp.types import Action, Category, Detector
@@ -22,6 +29,10 @@ class DlpPolicy(BaseModel):
     default_action: Action | None = None
     categories: dict[Category, Action] = {}
     detectors: dict[str, Action] = {}
+    # Findings below this confidence are ignored (None: inherit; 0.0 at the top).
+    min_confidence: float | None = Field(default=None, ge=0.0, le=1.0)
+    # Also scan what the model answers, streamed or not (None: inherit; off at the top).
+    scan_responses: bool | None = None
 
     @field_validator("default_action", "categories", "detectors", mode="before")
     @classmethod
