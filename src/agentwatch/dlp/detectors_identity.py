@@ -9,15 +9,21 @@ from agentwatch.dlp.types import Category, Detector, Gate, Rule, Severity
 
 _PII, _FIN = Category.PII, Category.FINANCIAL
 _ID_LOWER = ("order", "invoice", "tracking", "ticket", "serial", "ref", "sku", "isbn")
+# After a card number's first digit: 4-4-4-1..7, Amex/Diners 4-6-4..5, or 12-19 digits bare.
+_CARD_TAIL = (
+    r"(?:\d{3}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7}|\d{3}[ -]?\d{6}[ -]?\d{4,5}|\d{11,18})(?![\w-])"
+)
 
 IDENTITY: tuple[Detector, ...] = (
     Detector(
         "credit_card", _FIN, Severity.HIGH, "redact",
-        (Rule(re.compile(
-            r"\d(?<![\w-]\d)(?:\d{3}[ -]?\d{4}[ -]?\d{4}[ -]?\d{1,7}|\d{3}[ -]?\d{6}[ -]?\d{4,5}"
-            r"|\d{11,18})(?![\w-])"), 0.9),),
-        gate=Gate.DIGITS, validator=v.credit_card_valid, validator_name="Luhn + card brand (IIN)",
-        context_raise=("card", "visa", "mastercard", "amex", "credit", "debit", "cc"),
+        # A known network's prefix anywhere; any other issuer prefix only near a card word.
+        (Rule(re.compile(rf"\d(?<![\w-]\d){v.KNOWN_IIN_AFTER_FIRST_DIGIT}{_CARD_TAIL}"), 0.9),
+         Rule(re.compile(rf"\d(?<![\w-]\d){_CARD_TAIL}"), 0.6, needs_context=True)),
+        gate=Gate.DIGITS, validator=v.card_number_valid,
+        validator_name="Luhn + card network prefix and length",
+        context_raise=("card", "visa", "mastercard", "amex", "credit", "debit", "cc ", "cc#",
+                       "cc:", "cvv", "cvc"),
         context_lower=_ID_LOWER,
     ),
     Detector(

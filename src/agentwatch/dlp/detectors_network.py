@@ -7,12 +7,8 @@ import re
 from agentwatch.dlp import validators as v
 from agentwatch.dlp.types import Category, Detector, Gate, Rule, Severity
 
-
-def _phone_digits(text: str) -> bool:
-    return 7 <= len(v.digits_of(text)) <= 15
-
-
 _SEP = r"[ .-]"
+_PHONE_END = r"(?!\w|[.-]\d|:\d)"  # not inside a longer number, a word or a time
 
 NETWORK: tuple[Detector, ...] = (
     Detector(
@@ -27,21 +23,39 @@ NETWORK: tuple[Detector, ...] = (
         (
             # E.164 and international: +44 20 7946 0958, +1-202-555-0143, 001-541-754-3010
             Rule(re.compile(rf"(?<![\w+])(?:\+|00)\d{{1,3}}(?:{_SEP}?\(\d{{1,4}}\))?"
-                            rf"(?:{_SEP}?\d{{1,5}}){{2,5}}(?:\s?(?:x|ext\.?)\s?\d{{1,5}})?(?![\w-])"),
+                            rf"(?:{_SEP}?\d{{1,5}}){{2,5}}(?:\s?(?:x|ext\.?)\s?\d{{1,5}})?{_PHONE_END}"),
                  0.85),
             # North American: (202) 555-0143, 202-555-0143, 202.555.0143, 1-202-555-0143x123
             Rule(re.compile(rf"(?<![\w+-])(?:1{_SEP})?(?:\(\d{{3}}\) ?|\d{{3}}{_SEP})\d{{3}}{_SEP}"
-                            r"\d{4}(?:\s?(?:x|ext\.?)\s?\d{1,5})?(?![\w-])"), 0.8),
-            # European national forms: 07700 900123, 0490 75 40 81, 06 12 34 56 78, 030 1234567
-            Rule(re.compile(r"(?<![\w+-])0\d{1,4}(?:[ .-]?\d{2,4}){2,4}(?![\w-])"), 0.6),
+                            rf"\d{{4}}(?:\s?(?:x|ext\.?)\s?\d{{1,5}})?{_PHONE_END}"), 0.8),
+            # National forms with a trunk 0 and at least one separator: 07700 900123,
+            # 0490 75 40 81, 06 12 34 56 78, 030 1234567
+            Rule(re.compile(rf"(?<![\w+-])(?=0\d*{_SEP}\d)0\d{{1,4}}(?:{_SEP}?\d{{2,4}}){{2,4}}"
+                            rf"{_PHONE_END}"), 0.6),
             # Groups of two/three: (37) 788-063, 60-56-85-91, 699 956 915
             Rule(re.compile(r"(?<![\w+-])(?:\(\d{2,3}\) ?\d{3}[ -]\d{3,4}"
-                            r"|\d{2}([ .-])\d{2}\1\d{2}\1\d{2}|\d{3} \d{3} \d{3})(?![\w-])"), 0.55),
+                            r"|\d{2}([ .-])\d{2}\1\d{2}\1\d{2}|\d{3} \d{3} \d{3})" + _PHONE_END),
+                 0.55),
+            # Any other national grouping near a phone word: 467 3395, 78 651 450, (08) 8747 6301
+            Rule(re.compile(rf"\d(?<![\w+-]\d)\d{{1,3}}(?:{_SEP}\d{{2,7}}){{1,4}}{_PHONE_END}"),
+                 0.5, needs_context=True),
+            Rule(re.compile(rf"\((?<![\w+-]\()\d{{2,4}}\) ?\d{{2,4}}(?:{_SEP}\d{{2,7}}){{0,3}}"
+                            rf"{_PHONE_END}"), 0.5, needs_context=True),
+            # A bare run of digits only right after a phone label: "Fax: 9498777106".  The
+            # label's first letter leads (then its rest) so `re` can skip other text quickly.
+            Rule(re.compile(r"[PpTtMmCcFfDdWwSs](?<![\w].)(?i:(?<=p)hone|(?<=t)el(?:ephone)?"
+                            r"|(?<=m)obile|(?<=c)ell|(?<=f)ax|(?<=d)esk|(?<=w)hatsapp|(?<=s)ms)\b"
+                            r"[ \t]*(?i:number|no\.?|#)?[ \t]*[:=]?\s?(?P<value>\d{7,12})"
+                            + _PHONE_END), 0.7),
         ),
-        gate=Gate.DIGITS, validator=_phone_digits, validator_name="7-15 digits",
-        context_raise=("phone", "tel", "call", "mobile", "cell", "fax", "whatsapp", "sms",
-                       "contact", "reach", "number"),
-        context_lower=("order", "invoice", "id:", "version", "ssn", "account", "$", "€"),
+        gate=Gate.DIGITS, validator=v.phone_valid, validator_name="7-15 digits, not a date",
+        # Whole labels and phrases, not bare stems: the words are matched as substrings, and
+        # "tel", "call" or "cell" alone would also match hotel, function call or a sheet cell.
+        context_raise=("phone", "tel:", "tel.", "telephone", "mobile", "cell:", "cellphone",
+                       "cell phone", "fax", "whatsapp", "sms", "contact", "call me", "call us",
+                       "reach me", "reach us", "landline", "desk:", "help desk", "helpdesk",
+                       "voicemail"),
+        context_lower=("order", "invoice", "id:", "version", "ssn", "account", "card", "$", "€"),
     ),
     Detector(
         "ipv4", Category.NETWORK, Severity.LOW, "log",

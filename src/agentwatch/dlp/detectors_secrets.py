@@ -5,10 +5,19 @@ from __future__ import annotations
 import re
 
 from agentwatch.dlp import validators as v
-from agentwatch.dlp.types import Category, Detector, Gate, Rule, Severity
+from agentwatch.dlp.types import Category, Detector, Gate, Rule, Severity, Validator
 
 _S = Category.SECRET
 _NAMES = ("secret", "token", "key", "passw", "pwd", "auth", "credential", "private", "bearer")
+# Generic detectors (a secret's name, or randomness) score below every provider-specific one,
+# so when both claim a value the specific detector's id is the one reported.
+_GENERIC = 0.8
+_CRC32 = "CRC32 checksum (entropy for other formats)"
+# Names of digests that end in "key" (cache_key, hash-key, sha256key): hex there is no secret.
+_NOT_DIGEST_KEY = "".join(
+    f"(?<!{word}key)(?<!{word}.key)"
+    for word in ("cache", "hash", "digest", "checksum", "etag", "commit", "md5", "sha1", "sha256")
+)
 
 
 def _rx(pattern: str) -> re.Pattern[str]:
@@ -23,10 +32,11 @@ def _key(
     severity: Severity = Severity.CRITICAL,
     action: str = "block",
     confidence: float = 0.97,
-    random: bool = True,
     gate: Gate = Gate.KEYWORDS,
+    validator: Validator = v.looks_random,
+    validator_name: str = "entropy + not a placeholder",
 ) -> Detector:
-    """A prefix-led token: the prefix is the keyword, the rest must look random."""
+    """A prefix-led token: the prefix is the keyword, the rest must look random (or check)."""
     return Detector(
         id_,
         _S,
@@ -35,8 +45,8 @@ def _key(
         (Rule(_rx(pattern), confidence),),
         gate=gate,
         keywords=keywords,
-        validator=v.looks_random if random else None,
-        validator_name="entropy + not a placeholder" if random else "",
+        validator=validator,
+        validator_name=validator_name,
         window=320,
     )
 
@@ -54,14 +64,15 @@ SECRETS: tuple[Detector, ...] = (
          confidence=0.95),
     Detector(
         "aws_secret_access_key", _S, Severity.CRITICAL, "block",
-        (Rule(_rx(r"(?<![A-Za-z0-9/+=])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), 0.9,
+        (Rule(_rx(r"(?<![A-Za-z0-9/+])[A-Za-z0-9/+]{40}(?![A-Za-z0-9/+=])"), 0.9,
               needs_context=True),),
-        keywords=("aws",), validator=v.aws_secret_valid, validator_name="entropy, not hex",
+        keywords=("aws", "secret"), validator=v.aws_secret_valid, validator_name="entropy, not hex",
         context_raise=("aws", "secret"), context_window=80, window=200,
     ),
     _key("github_token",
          r"(?<!\w)(?:gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{60,251})(?!\w)",
-         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), confidence=0.99),
+         ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"), confidence=0.99,
+         validator=v.crc32_token_valid, validator_name=_CRC32),
     _key("gitlab_token", r"(?<!\w)gl(?:pat|dt|rt|ptt|oas)-[A-Za-z0-9_-]{20,64}(?![\w-])",
          ("glpat-", "gldt-", "glrt-", "glptt-", "gloas-"), confidence=0.98),
     _key("slack_token", r"(?<!\w)(?:xox[abposr]|xapp)-[A-Za-z0-9-]{10,250}(?![\w-])",
@@ -79,14 +90,20 @@ SECRETS: tuple[Detector, ...] = (
          severity=Severity.HIGH, confidence=0.97),
     Detector(
         "azure_storage_key", _S, Severity.CRITICAL, "block",
-        (Rule(_rx(r"(?i:AccountKey)=(?P<value>[A-Za-z0-9+/]{86}==)"), 0.98),),
-        keywords=("accountkey=",), validator=v.looks_random, validator_name="entropy",
+        # A storage account key is 64 random bytes in base64: 86 characters and "==".
+        (Rule(_rx(r"(?i:AccountKey)=(?P<value>[A-Za-z0-9+/]{86}==)"), 0.98),
+         Rule(_rx(r"(?<![A-Za-z0-9+/])[A-Za-z0-9+/]{86}==(?![A-Za-z0-9+/=])"), 0.9,
+              needs_context=True)),
+        keywords=("accountkey", "account_key", "azure", "storage"), validator=v.looks_random,
+        validator_name="entropy", context_raise=("azure", "accountkey", "account_key", "storage"),
+        context_window=60,
     ),
     _key("twilio_key", r"(?<![A-Za-z0-9])(?:SK|AC)[0-9a-f]{32}(?![A-Za-z0-9])", (),
          severity=Severity.HIGH, confidence=0.85, gate=Gate.ALWAYS),
     _key("sendgrid_key", r"(?<!\w)SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43}(?![\w-])", ("sg.",),
          confidence=0.99),
-    _key("npm_token", r"(?<!\w)npm_[A-Za-z0-9]{36}(?!\w)", ("npm_",), severity=Severity.HIGH),
+    _key("npm_token", r"(?<!\w)npm_[A-Za-z0-9]{36}(?!\w)", ("npm_",), severity=Severity.HIGH,
+         validator=v.crc32_token_valid, validator_name=_CRC32),
     _key("pypi_token", r"(?<![\w-])pypi-AgEIcHlwaS5vcmc[A-Za-z0-9_-]{50,}",
          ("pypi-ageichlwas5vcmc",),
          severity=Severity.HIGH, confidence=0.99),
@@ -127,16 +144,23 @@ SECRETS: tuple[Detector, ...] = (
         "password_assignment", _S, Severity.HIGH, "redact",
         (Rule(_rx(r"(?i)(?:passw(?:or)?d|pwd|pass|secret|api[_-]?key|auth[_-]?token|"
                   r"access[_-]?token|client[_-]?secret|secret[_-]?key|private[_-]?key)\w*[\"']?"
-                  r"\s*(?:=|:|=>|:=)\s*[\"'`]?(?P<value>[^\s\"'`,;]{4,200})"), 0.85),),
-        keywords=("pass", "pwd", "secret", "api_key", "apikey", "api-key", "token", "private_key"),
-        validator=v.not_placeholder, validator_name="value is not a placeholder",
+                  r"[ \t]*(?:=|:|=>|:=)[ \t]*[\"'`]?(?P<value>[^\s\"'`,;]{4,200})"), _GENERIC),),
+        keywords=("pass", "pwd", "secret", "api_key", "apikey", "api-key", "token", "private_key",
+                  "private-key", "privatekey"),
+        validator=v.assigned_secret_valid,
+        validator_name="value is not a placeholder or code; checksum holds",
     ),
     Detector(
         "high_entropy_secret", _S, Severity.MEDIUM, "redact",
-        (Rule(_rx(r"(?<![\w+/=-])[A-Za-z0-9+/_-]{20,200}={0,2}(?![\w+/=-])"), 0.7,
-              needs_context=True),),
+        # A random token near a secret's name; hex only when assigned to a secret's name
+        # (not a digest's), as git SHAs and checksums are hex too.
+        (Rule(_rx(r"(?<![\w+/-])(?![0-9a-fA-F]{20,200}(?![\w+/=-]))[A-Za-z0-9+/_-]{20,200}={0,2}"
+                  r"(?![\w+/=-])"), _GENERIC - 0.15, needs_context=True),
+         Rule(_rx(r"[KkTtSsPp](?i:(?<=k)ey" + _NOT_DIGEST_KEY + r"|(?<=t)oken|(?<=s)ecret"
+                  r"|(?<=p)wd|(?<=p)assw\w*)[\"']?[ \t]*(?:=|:|=>|:=)[ \t]*[\"'`]?"
+                  r"(?P<value>[0-9a-fA-F]{32,128})(?![\w+/=-])"), _GENERIC - 0.1)),
         keywords=_NAMES, validator=v.high_entropy_secret,
-        validator_name="entropy; not a git SHA, hex digest or UUID",
-        context_raise=_NAMES, context_window=48, window=160,
+        validator_name="entropy; hex only assigned to a secret's name; not a UUID",
+        context_raise=_NAMES, context_window=48, window=256,
     ),
 )  # fmt: skip

@@ -8,6 +8,7 @@ import ipaddress
 import json
 import math
 import re
+import zlib
 from collections import Counter
 from datetime import date
 
@@ -64,6 +65,28 @@ def card_brand(number: str) -> str | None:
 def credit_card_valid(number: str) -> bool:
     d = digits_of(number)
     return 12 <= len(d) <= 19 and len(set(d)) > 1 and luhn_valid(d) and card_brand(d) is not None
+
+
+# The issuer prefixes `card_brand` knows, whatever the length: Visa 4, Mastercard 51-55 and
+# 2221-2720, Maestro 50 and 56-58, Amex 34 and 37, Diners 300-305, 36, 38 and 39, JCB 3528-3589,
+# 2131 and 1800, and everything from 6 (Discover, UnionPay, Maestro).  Written as a check that
+# runs just after a number's first digit was consumed, as the detector's digit-led regex needs.
+KNOWN_IIN_AFTER_FIRST_DIGIT = (
+    r"(?:(?<=[46])|(?<=5)(?=[0-8])|(?<=3)(?=0[0-5]|[46-9]|5(?:2[89]|[3-8]))"
+    r"|(?<=2)(?=22[1-9]|2[3-9]|[3-6]|7[01]|720|131)|(?<=1)(?=800))"
+)
+_KNOWN_IIN = re.compile(r"\d" + KNOWN_IIN_AFTER_FIRST_DIGIT)
+
+
+def card_number_valid(number: str) -> bool:
+    """A valid card of a known network, or a Luhn-valid 13-19 digit number from an issuer
+    prefix no network here claims (private-label and newly assigned ranges)."""
+    d = digits_of(number)
+    if not (12 <= len(d) <= 19 and len(set(d)) > 1 and luhn_valid(d)):
+        return False
+    if _KNOWN_IIN.match(d):
+        return card_brand(d) is not None  # a known network's prefix must have its length
+    return len(d) >= 13
 
 
 IBAN_LENGTHS: dict[str, int] = {
@@ -177,6 +200,11 @@ def date_valid(text: str) -> bool:
     return False
 
 
+def phone_valid(text: str) -> bool:
+    """7-15 digits, and not a calendar date written with separators (1978-04-13)."""
+    return 7 <= len(digits_of(text)) <= 15 and not date_valid(text)
+
+
 def jwt_valid(text: str) -> bool:
     header = text.split(".", 1)[0]
     try:
@@ -192,23 +220,56 @@ _PLACEHOLDER_WORDS = (
     "false", "undefined", "todo", "fixme", "foobar", "123456", "qwerty", "letmein", "hunter2",
     "mypassword", "admin",
 )  # fmt: skip
-_PLACEHOLDER_SHAPE = re.compile(
-    r"^(?:[<{\[$%].*|.*[>}\]]$|(.)\1+|os\.|env\.|process\.|getenv|.*\(.*|[A-Z][A-Z0-9_]+)$"
+# Stand-in markers anywhere in a value (AWS's documented ...EXAMPLEKEY, sk-your-key-here), and
+# words that mark it when they are one of its dash/underscore/dot-separated parts.
+_PLACEHOLDER_MARKERS = re.compile(
+    r"example|changeme|change_me|placeholder|redacted|replace|dummy|your[-_]|x{4,}|\*{3,}|\.\.\."
+    r"|(.)\1{5,}"
+)
+_PLACEHOLDER_PARTS = frozenset({"your", "here", "todo", "fixme", "tbd", "none", "null"})
+_PLACEHOLDER_SHAPE = re.compile(r"<.*|.*>|\{.*|.*\}|(.)\1+")
+# Code that reads a secret from elsewhere instead of holding it.
+_CODE_EXPRESSION = re.compile(
+    r"""
+    [A-Za-z_]\w*(?:\.[A-Za-z_]\w*)+(?:[.(\[].*)?  # attribute access: settings.API_KEY, os.environ[
+    | [A-Za-z_][\w.]*[(\[].*                      # a call or subscript: getpass(, env["PW"]
+    | \$(?:\{|\(|[A-Z_][A-Z0-9_]*$).*              # a shell variable: ${PW}, $(vault ...), $PW
+    | %\(\w+\)s | %[A-Z_]+%                        # printf and Windows variables: %(pw)s, %PW%
+    | [A-Z_][A-Z0-9_]*_[A-Z0-9_]* | [A-Z]+         # another variable's name: DB_PASSWORD
+    | (?i:none|null|nil|undefined|true|false|raise|return|await|self|this|input)
+    """,
+    re.VERBOSE,
 )
 
 
+def is_placeholder(value: str) -> bool:
+    """A stand-in rather than a secret: changeme, xxxx, <password>, {{ x }}, sk-your-key-here."""
+    lowered = value.lower()
+    if (
+        len(value) < 4
+        or _PLACEHOLDER_SHAPE.fullmatch(value)
+        or _PLACEHOLDER_MARKERS.search(lowered)
+    ):
+        return True
+    if _PLACEHOLDER_PARTS.intersection(re.split(r"[-_.\s/:]+", lowered)):
+        return True
+    return any(word == lowered or lowered.startswith(word) for word in _PLACEHOLDER_WORDS)
+
+
+def is_code_expression(value: str) -> bool:
+    """Code that fetches a secret: os.environ[...], settings.API_KEY, ${DB_PASSWORD}, raise."""
+    return bool(_CODE_EXPRESSION.fullmatch(value))
+
+
 def not_placeholder(value: str) -> bool:
-    """False for values that are obviously stand-ins: changeme, xxx, <password>, ${VAR}."""
-    lowered = value.strip("'\"`").lower()
-    if len(lowered) < 4 or _PLACEHOLDER_SHAPE.match(value.strip("'\"`")):
-        return False
-    if re.search(r"x{4,}|\*{3,}|\.\.\.|(.)\1{5,}", lowered):
-        return False
-    return not any(word == lowered or lowered.startswith(word) for word in _PLACEHOLDER_WORDS)
+    """False for values that are obviously stand-ins or code: changeme, <password>, ${VAR}."""
+    bare = value.strip("'\"`")
+    return not is_placeholder(bare) and not is_code_expression(bare)
 
 
 _HEX = re.compile(r"^[0-9a-fA-F]+$")
 _UUID = re.compile(r"^[0-9a-fA-F]{8}-(?:[0-9a-fA-F]{4}-){3}[0-9a-fA-F]{12}$")
+_REPEATED_UNIT = re.compile(r"(.{1,16}?)\1+")  # deadbeefdeadbeef, 0123456789abcdef0123...
 
 
 def looks_random(value: str, *, min_entropy: float = 3.0) -> bool:
@@ -221,11 +282,12 @@ def looks_random(value: str, *, min_entropy: float = 3.0) -> bool:
         and shannon_entropy(value) >= min_entropy
         and "EXAMPLE" not in value.upper()
         and not re.search(r"(?i)x{6,}|0{8,}|(?:abc|123){3}", value)
+        and not _REPEATED_UNIT.fullmatch(value)
     )
 
 
-def high_entropy_secret(value: str) -> bool:
-    """Random-looking, but not a git SHA, a hex digest, a UUID or a plain word."""
+def random_token(value: str) -> bool:
+    """Random-looking mixed-case text, but not a git SHA, a hex digest, a UUID or a word."""
     if _HEX.match(value) or _UUID.match(value):
         return False
     has_upper = any(c.isupper() for c in value)
@@ -234,5 +296,52 @@ def high_entropy_secret(value: str) -> bool:
     return has_upper and has_lower and looks_random(value, min_entropy=threshold)
 
 
+def random_hex(value: str) -> bool:
+    """A random-looking hex string of at least 128 bits, such as a 64-hex signing key."""
+    return len(value) >= 32 and bool(_HEX.match(value)) and looks_random(value, min_entropy=3.0)
+
+
+_BASE62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+_CRC32_TOKEN = re.compile(r"(?:gh[pousr]|npm)_[A-Za-z0-9]{36}$")
+
+
+def base62(number: int, width: int) -> str:
+    digits = ""
+    while number:
+        number, remainder = divmod(number, 62)
+        digits = _BASE62[remainder] + digits
+    return digits.rjust(width, "0")
+
+
+def crc32_token_valid(token: str) -> bool:
+    """GitHub (ghp_, gho_, ghu_, ghs_, ghr_) and npm (npm_) tokens end in a 6-character base62
+    CRC32 of the 30 random characters before it; other lengths and github_pat_ tokens carry no
+    checksum we know, so they only have to look random."""
+    if token.startswith("github_pat_"):
+        return looks_random(token[len("github_pat_") :])
+    body = token.partition("_")[2]
+    if len(body) != 36:
+        return looks_random(body)
+    return base62(zlib.crc32(body[:30].encode()), 6) == body[30:]
+
+
+def high_entropy_secret(value: str) -> bool:
+    """A random token, or random hex (the detector hands hex over only when it is assigned to a
+    secret's name, so git SHAs and digests in running text never get here).  A value in a
+    format that carries a checksum is judged by its checksum."""
+    if _CRC32_TOKEN.match(value):
+        return crc32_token_valid(value)
+    return random_token(value) or random_hex(value)
+
+
+def assigned_secret_valid(value: str) -> bool:
+    """A value assigned to a secret's name: not a stand-in or code, and if it is in a format
+    that carries a checksum, the checksum holds."""
+    bare = value.strip("'\"`")
+    if _CRC32_TOKEN.match(bare):
+        return crc32_token_valid(bare)
+    return not_placeholder(bare)
+
+
 def aws_secret_valid(value: str) -> bool:
-    return high_entropy_secret(value)
+    return random_token(value)
