@@ -28,6 +28,7 @@ ADMINS = frozenset({"super_admin", "org_admin"})
 TEAM_ADMINS = ADMINS | {"team_admin"}
 TEAM_MEMBERS = TEAM_ADMINS | {"member"}
 _names = itertools.count()
+POLICY = {"default_action": "log", "detectors": {"ipv4": "off"}}
 
 
 def unique(prefix: str) -> str:
@@ -118,6 +119,11 @@ CASES = [
         lambda w: ("PATCH", f"/api/organizations/{w.org_id}", _body(settings={"k": 1})),
     ),
     _case(
+        "orgs patch own dlp_policy",
+        ADMINS,
+        lambda w: ("PATCH", f"/api/organizations/{w.org_id}", _body(dlp_policy=POLICY)),
+    ),
+    _case(
         "orgs create",
         frozenset({"super_admin"}),
         lambda w: ("POST", "/api/organizations", _body(name=unique("org"))),
@@ -135,6 +141,11 @@ CASES = [
         "teams patch",
         ADMINS,
         lambda w: ("PATCH", f"/api/teams/{w.team()}", _body(max_budget_usd=5.0)),
+    ),
+    _case(
+        "teams patch dlp_policy",
+        ADMINS,
+        lambda w: ("PATCH", f"/api/teams/{w.team()}", _body(dlp_policy=POLICY)),
     ),
     _case("teams delete", ADMINS, lambda w: ("DELETE", f"/api/teams/{w.team()}", None)),
     _case("members list", EVERYONE, lambda w: ("GET", f"/api/teams/{w.team_a}/members", None)),
@@ -195,6 +206,21 @@ CASES = [
         "tenants patch (own team)",
         TEAM_ADMINS,
         lambda w: ("PATCH", f"/api/tenants/{w.tenant(w.team_a)}", _body(is_active=False)),
+    ),
+    # Team admins manage their teams' tenants, but not the DLP policy applied to them.
+    _case(
+        "tenants create with dlp_policy (own team)",
+        ADMINS,
+        lambda w: (
+            "POST",
+            "/api/tenants",
+            _body(name=unique("t"), team_id=w.team_a, dlp_policy=POLICY),
+        ),
+    ),
+    _case(
+        "tenants patch dlp_policy (own team)",
+        ADMINS,
+        lambda w: ("PATCH", f"/api/tenants/{w.tenant(w.team_a)}", _body(dlp_policy=POLICY)),
     ),
     _case(
         "tenants delete (own team)",
@@ -289,6 +315,8 @@ CASES = [
     # ledger and audit trail
     _case("usage read", EVERYONE, lambda w: ("GET", "/api/usage/records", None)),
     _case("audit read", ADMINS, lambda w: ("GET", "/api/audit-logs", None)),
+    # DLP
+    _case("dlp detectors list", EVERYONE, lambda w: ("GET", "/api/dlp/detectors", None)),
 ]
 
 

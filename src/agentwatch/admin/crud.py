@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Set
 from typing import Any, TypeVar
 
 from fastapi import HTTPException
@@ -24,9 +25,12 @@ async def get_in_org(session: AsyncSession, model: type[T], row_id: int, org_id:
     return row
 
 
-def apply_patch(row: object, patch: BaseModel) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Set the fields the client sent (null clears); returns (before, after) of those fields."""
-    changes = patch.model_dump(exclude_unset=True)
+def apply_patch(
+    row: object, patch: BaseModel, exclude: Set[str] = frozenset()
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Set the fields the client sent (null clears), but those in `exclude` (the caller's to
+    handle); returns (before, after) of the fields set."""
+    changes = patch.model_dump(exclude_unset=True, exclude=set(exclude))
     before = {name: getattr(row, name) for name in changes}
     for name, value in changes.items():
         setattr(row, name, value)

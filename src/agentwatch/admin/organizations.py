@@ -17,8 +17,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentwatch.admin.audit import AuditEvent, append_audit
+from agentwatch.admin.catalog_refresh import refresh_routing_table
 from agentwatch.admin.crud import flush_or_conflict, summary
 from agentwatch.admin.deps import AdminContext, require
+from agentwatch.admin.dlp import StoredPolicy, authorize_new_policy, patch_policy
 from agentwatch.admin.fields import Cursor, IdPath, Limit, Name, Search, Strict, like_pattern
 from agentwatch.admin.pages import Page, fetch_page
 from agentwatch.db.models import (
@@ -28,11 +30,12 @@ from agentwatch.db.models import (
     Tenant,
     UsageRecord,
 )
+from agentwatch.dlp.policy import DlpPolicy
 
 router = APIRouter(prefix="/api/organizations", tags=["organizations"])
 
 MAX_SETTINGS_BYTES = 16 * 1024
-_AUDITED = ("name", "plan_id", "settings")
+_AUDITED = ("name", "plan_id", "settings", "dlp_policy")
 
 
 def _bounded_settings(value: object) -> object:
@@ -51,11 +54,13 @@ OrgSettings = Annotated[dict[str, JsonValue], BeforeValidator(_bounded_settings)
 class OrgCreate(Strict):
     name: Name
     settings: OrgSettings | None = None
+    dlp_policy: DlpPolicy | None = None
 
 
 class OrgUpdate(Strict):
     name: Name | None = None
     settings: OrgSettings | None = None  # null: back to {}
+    dlp_policy: DlpPolicy | None = None  # null: the built-in policy (or the config file's)
 
 
 class OrgOut(BaseModel):
@@ -63,6 +68,7 @@ class OrgOut(BaseModel):
     name: str
     plan_id: int | None
     settings: dict[str, JsonValue]
+    dlp_policy: StoredPolicy
     created_at: datetime
 
 
@@ -91,13 +97,19 @@ async def list_organizations(
 @router.post("", response_model=OrgOut, status_code=201)
 async def create_organization(body: OrgCreate, ctx: OrgsAdmin) -> OrgOut:
     """An empty organisation: no users, teams or models; add an org admin with `/api/users`."""
-    org = Organization(name=body.name, settings=body.settings or {})
+    org = Organization(
+        name=body.name,
+        settings=body.settings or {},
+        dlp_policy=authorize_new_policy(ctx, body.dlp_policy),
+    )
     if ctx.session.get_bind().dialect.name == "sqlite":
         org.id = await _unused_org_id(ctx.session)
     ctx.session.add(org)
     await flush_or_conflict(ctx.session, f"an organisation named {body.name!r} already exists")
     await _audit(ctx, org.id, "org.created", f"org:{org.id}", after=summary(org, _AUDITED))
     await ctx.session.commit()
+    if org.dlp_policy is not None:
+        await refresh_routing_table(ctx)
     return OrgOut.model_validate(org, from_attributes=True)
 
 
@@ -114,15 +126,20 @@ async def update_organization(org_id: IdPath, body: OrgUpdate, ctx: OrgsWrite) -
     sent = body.model_fields_set
     if "name" in sent and body.name is None:
         raise HTTPException(422, "name cannot be null")
-    changes: dict[str, Any] = body.model_dump(include=sent)
+    changes: dict[str, Any] = body.model_dump(include=sent - {"dlp_policy"})
     if "settings" in changes and changes["settings"] is None:
         changes["settings"] = {}
     before = summary(org, tuple(changes))
     for field, value in changes.items():
         setattr(org, field, value)
+    policy_changed = "dlp_policy" in sent and patch_policy(
+        ctx, org, body.dlp_policy, before, changes
+    )
     await flush_or_conflict(ctx.session, f"an organisation named {org.name!r} already exists")
     await _audit(ctx, org.id, "org.updated", f"org:{org.id}", before=before, after=changes)
     await ctx.session.commit()
+    if policy_changed:
+        await refresh_routing_table(ctx)
     return OrgOut.model_validate(org, from_attributes=True)
 
 

@@ -49,7 +49,8 @@ PERMISSIONS: tuple[str, ...] = (
     "usage:read",
     "audit:read",
     "dlp:read",
-    "dlp:write",
+    "dlp:write",  # set, change or clear a DLP policy (organisation, team or tenant)
+    "detectors:read",  # the built-in DLP detector list: product facts, no organisation data
     "billing:read",
     "billing:write",
 )
@@ -66,6 +67,7 @@ _READS = (
     "providers:read",
     "models:read",
     "usage:read",
+    "detectors:read",
 )
 
 ROLE_GRANTS: Mapping[Role, Mapping[str, Scope]] = {

@@ -11,6 +11,7 @@ from agentwatch.admin import (
     accounts,
     api_keys,
     audit_routes,
+    dlp,
     models,
     organizations,
     providers,
@@ -62,5 +63,6 @@ for resource in (
     models,
     usage,
     audit_routes,
+    dlp,
 ):
     router.include_router(resource.router, responses=_ERRORS)

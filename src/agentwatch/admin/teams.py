@@ -9,8 +9,10 @@ from fastapi import APIRouter, HTTPException, Response
 from pydantic import BaseModel
 from sqlalchemy import func, select
 
+from agentwatch.admin.catalog_refresh import refresh_routing_table
 from agentwatch.admin.crud import apply_patch, flush_or_conflict, get_in_org, summary
 from agentwatch.admin.deps import AdminContext, require
+from agentwatch.admin.dlp import StoredPolicy, authorize_new_policy, patch_policy
 from agentwatch.admin.fields import (
     Cursor,
     Description,
@@ -25,6 +27,7 @@ from agentwatch.admin.fields import (
 )
 from agentwatch.admin.pages import Page, fetch_page
 from agentwatch.db.models import Team, TeamMembership, User
+from agentwatch.dlp.policy import DlpPolicy
 
 router = APIRouter(prefix="/api/teams", tags=["teams"])
 
@@ -38,6 +41,7 @@ _AUDITED = (
     "budget_duration",
     "rpm_limit",
     "tpm_limit",
+    "dlp_policy",
 )
 
 
@@ -49,6 +53,7 @@ class TeamCreate(Strict):
     budget_duration: BudgetDuration | None = None
     rpm_limit: PerMinute | None = None
     tpm_limit: PerMinute | None = None
+    dlp_policy: DlpPolicy | None = None
 
 
 class TeamUpdate(Strict):
@@ -59,6 +64,7 @@ class TeamUpdate(Strict):
     budget_duration: BudgetDuration | None = None
     rpm_limit: PerMinute | None = None
     tpm_limit: PerMinute | None = None
+    dlp_policy: DlpPolicy | None = None  # null: the organisation's
 
 
 class TeamOut(BaseModel):
@@ -70,6 +76,7 @@ class TeamOut(BaseModel):
     budget_duration: str | None
     rpm_limit: int | None
     tpm_limit: int | None
+    dlp_policy: StoredPolicy
     created_at: datetime
 
 
@@ -106,11 +113,17 @@ async def list_teams(
 @router.post("", response_model=TeamOut, status_code=201)
 async def create_team(body: TeamCreate, ctx: TeamsWrite) -> TeamOut:
     ctx.authorize("teams:write")
-    team = Team(org_id=ctx.org_id, **body.model_dump())
+    team = Team(
+        org_id=ctx.org_id,
+        **body.model_dump(exclude={"dlp_policy"}),
+        dlp_policy=authorize_new_policy(ctx, body.dlp_policy),
+    )
     ctx.session.add(team)
     await flush_or_conflict(ctx.session, f"a team named {body.name!r} already exists")
     await ctx.audit("team.created", f"team:{team.id}", after=summary(team, _AUDITED))
     await ctx.session.commit()
+    if team.dlp_policy is not None:
+        await refresh_routing_table(ctx)
     return TeamOut.model_validate(team, from_attributes=True)
 
 
@@ -126,10 +139,16 @@ async def update_team(team_id: IdPath, body: TeamUpdate, ctx: TeamsWrite) -> Tea
     ctx.authorize("teams:write", team.id)
     if "name" in body.model_fields_set and body.name is None:
         raise HTTPException(422, "name cannot be null")
-    before, after = apply_patch(team, body)
+    before, after = apply_patch(team, body, exclude={"dlp_policy"})
+    sent = body.model_fields_set
+    policy_changed = "dlp_policy" in sent and patch_policy(
+        ctx, team, body.dlp_policy, before, after
+    )
     await flush_or_conflict(ctx.session, f"a team named {team.name!r} already exists")
     await ctx.audit("team.updated", f"team:{team.id}", before=before, after=after)
     await ctx.session.commit()
+    if policy_changed:
+        await refresh_routing_table(ctx)
     return TeamOut.model_validate(team, from_attributes=True)
 
 
@@ -137,9 +156,12 @@ async def update_team(team_id: IdPath, body: TeamUpdate, ctx: TeamsWrite) -> Tea
 async def delete_team(team_id: IdPath, ctx: TeamsWrite) -> Response:
     team = await get_in_org(ctx.session, Team, team_id, ctx.org_id)
     ctx.authorize("teams:write", team.id)
+    had_policy = team.dlp_policy is not None
     await ctx.audit("team.deleted", f"team:{team.id}", before=summary(team, _AUDITED))
     await ctx.session.delete(team)
     await ctx.session.commit()
+    if had_policy:  # its tenants fall back to the organisation's policy
+        await refresh_routing_table(ctx)
     return Response(status_code=204)
 
 

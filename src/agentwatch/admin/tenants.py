@@ -9,8 +9,10 @@ from fastapi import APIRouter, HTTPException, Query, Response
 from pydantic import BaseModel, Field
 from sqlalchemy import func, select
 
+from agentwatch.admin.catalog_refresh import refresh_routing_table
 from agentwatch.admin.crud import apply_patch, flush_or_conflict, get_in_org, summary
 from agentwatch.admin.deps import AdminContext, require
+from agentwatch.admin.dlp import StoredPolicy, authorize_new_policy, patch_policy
 from agentwatch.admin.fields import (
     Cursor,
     Id,
@@ -25,13 +27,14 @@ from agentwatch.admin.fields import (
 )
 from agentwatch.admin.pages import Page, fetch_page
 from agentwatch.db.models import ApiKey, Team, Tenant
+from agentwatch.dlp.policy import DlpPolicy
 
 router = APIRouter(prefix="/api/tenants", tags=["tenants"])
 
 MAX_ALLOWED_MODELS = 500
 # Alias names; null means every alias of the organisation.
 ModelList = Annotated[list[ModelName], Field(max_length=MAX_ALLOWED_MODELS)]
-_AUDITED = ("name", "team_id", "allowed_models", "is_active")
+_AUDITED = ("name", "team_id", "allowed_models", "is_active", "dlp_policy")
 
 
 class TenantCreate(Strict):
@@ -39,6 +42,7 @@ class TenantCreate(Strict):
     team_id: Id | None = None
     allowed_models: ModelList | None = None
     is_active: bool = True
+    dlp_policy: DlpPolicy | None = None
 
 
 class TenantUpdate(Strict):
@@ -46,6 +50,7 @@ class TenantUpdate(Strict):
     team_id: Id | None = None
     allowed_models: ModelList | None = None
     is_active: bool | None = None
+    dlp_policy: DlpPolicy | None = None  # null: its team's, or the organisation's
 
 
 class TenantOut(BaseModel):
@@ -54,6 +59,7 @@ class TenantOut(BaseModel):
     team_id: int | None
     allowed_models: list[str] | None
     is_active: bool
+    dlp_policy: StoredPolicy
     created_at: datetime
 
 
@@ -100,11 +106,14 @@ async def create_tenant(body: TenantCreate, ctx: TenantsWrite) -> TenantOut:
         team_id=body.team_id,
         allowed_models=unique_models(body.allowed_models),
         is_active=body.is_active,
+        dlp_policy=authorize_new_policy(ctx, body.dlp_policy),
     )
     ctx.session.add(tenant)
     await flush_or_conflict(ctx.session, f"a tenant named {body.name!r} already exists")
     await ctx.audit("tenant.created", f"tenant:{tenant.id}", after=summary(tenant, _AUDITED))
     await ctx.session.commit()
+    if tenant.dlp_policy is not None:
+        await refresh_routing_table(ctx)
     return TenantOut.model_validate(tenant, from_attributes=True)
 
 
@@ -128,10 +137,15 @@ async def update_tenant(tenant_id: IdPath, body: TenantUpdate, ctx: TenantsWrite
         ctx.authorize("tenants:write", body.team_id)  # moving needs both teams
     if "allowed_models" in sent:
         body.allowed_models = unique_models(body.allowed_models)
-    before, after = apply_patch(tenant, body)
+    before, after = apply_patch(tenant, body, exclude={"dlp_policy"})
+    policy_changed = "dlp_policy" in sent and patch_policy(
+        ctx, tenant, body.dlp_policy, before, after
+    )
     await flush_or_conflict(ctx.session, f"a tenant named {tenant.name!r} already exists")
     await ctx.audit("tenant.updated", f"tenant:{tenant.id}", before=before, after=after)
     await ctx.session.commit()
+    if policy_changed:
+        await refresh_routing_table(ctx)
     ctx.state.authenticator.forget_tenant(tenant.id)
     return TenantOut.model_validate(tenant, from_attributes=True)
 

@@ -70,6 +70,8 @@ class Organization(Base):
     name: Mapped[str] = mapped_column(String(200), unique=True)
     plan_id: Mapped[int | None] = mapped_column(ForeignKey("subscription_plans.id"))
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    # DLP policy override (agentwatch.dlp.policy.DlpPolicy, as JSON); None: the built-in one.
+    dlp_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -98,6 +100,8 @@ class Team(Base):
     budget_duration: Mapped[str | None] = mapped_column(String(20))
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     tpm_limit: Mapped[int | None] = mapped_column(BigInteger)
+    # DLP policy override of the organisation's for the team's tenants; None: inherit.
+    dlp_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -167,6 +171,8 @@ class Tenant(Base):
     name: Mapped[str] = mapped_column(String(200))
     allowed_models: Mapped[list[Any] | None] = mapped_column(JSON, default=None)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    # DLP policy override of its team's (or organisation's); None: inherit.
+    dlp_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -309,13 +315,25 @@ class AuditHead(Base):
 
 
 class Conversation(Base):
+    """A call the DLP stage acted on or recorded: who sent it, what was found, what was done."""
+
     __tablename__ = "conversations"
-    __table_args__ = (Index("ix_conversations_org_created", "org_id", "created_at"),)
+    __table_args__ = (
+        Index("ix_conversations_org_created", "org_id", "created_at"),
+        Index("ix_conversations_org_risk", "org_id", "risk_score"),
+    )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     org_id: Mapped[int] = mapped_column(BigId)
     tenant_id: Mapped[int | None] = mapped_column(BigId)
+    api_key_id: Mapped[int | None] = mapped_column(BigId)
+    team_id: Mapped[int | None] = mapped_column(BigId)
     request_id: Mapped[str] = mapped_column(String(64), index=True)
+    model: Mapped[str] = mapped_column(String(200), default="", server_default="")
+    endpoint: Mapped[str] = mapped_column(String(64), default="", server_default="")
+    status: Mapped[int] = mapped_column(Integer, default=200, server_default="200")
     messages: Mapped[list[Any]] = mapped_column(default=list)
     dlp_events: Mapped[list[Any]] = mapped_column(default=list)
+    # The strongest action taken on the call (block > redact > log); None when none was.
+    dlp_action: Mapped[str | None] = mapped_column(String(16))
     risk_score: Mapped[float] = mapped_column(Float, default=0.0)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
