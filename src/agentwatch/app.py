@@ -26,6 +26,8 @@ from agentwatch.config_file import GatewayConfig, load_config
 from agentwatch.crypto import Keyring
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
+from agentwatch.dlp.engine import default_scanner
+from agentwatch.dlp.policy import DlpPolicy, load_policy_book
 from agentwatch.http_guard import HttpGuard
 from agentwatch.metrics import build_registry
 from agentwatch.proxy.app import ProxyApp
@@ -136,8 +138,11 @@ async def start_state(
     upstream = UpstreamClient(
         ProxySettings(settings.https_proxy, settings.http_proxy, settings.no_proxy)
     )
+    scanner = default_scanner()
+    base_policy = config.dlp if config is not None else DlpPolicy()
     async with sessions() as session:
         catalog = await load_catalog(session, Keyring.from_settings(settings), upstream)
+        dlp = await load_policy_book(session, base_policy, scanner.detectors)
     recorder = UsageRecorder(
         sessions, settings.data_dir / USAGE_SPILL_FILE, settings.usage_flush_seconds
     )
@@ -151,6 +156,8 @@ async def start_state(
         recorder=recorder,
         catalog=catalog,
         router=Router(),
+        scanner=scanner,
+        dlp=dlp,
     )
 
 

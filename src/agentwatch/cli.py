@@ -200,11 +200,12 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         asyncio.run(prepare_database(settings, config))
     except (SQLAlchemyError, OSError) as exc:
         raise CommandError(f"cannot prepare the database: {_first_line(exc)}") from exc
-    # Applied above: the server's start-up needs neither the file nor a second pass.
+    # Applied above: the server's start-up needs neither the file nor a second pass; it keeps
+    # what lives only in memory (the `dlp:` policy).
     settings = settings.with_overrides(config_path=None)
     server = uvicorn.Server(
         uvicorn.Config(
-            create_app(settings, database_ready=True),
+            create_app(settings, config, database_ready=True),
             host=settings.host,
             port=settings.port,
             loop="uvloop",

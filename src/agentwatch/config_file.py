@@ -24,6 +24,7 @@ from agentwatch.crypto import (
     key_prefix,
 )
 from agentwatch.db.models import ApiKey, Model, Provider, ProviderKey, Tenant
+from agentwatch.dlp.policy import DlpPolicy
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ProviderTypeName = Literal["openai", "anthropic", "gemini", "openrouter", "openai_compatible"]
@@ -109,6 +110,8 @@ class GatewayConfig(_Strict):
     providers: list[ProviderSpec] = Field(default_factory=list)
     models: list[ModelSpec] = Field(default_factory=list)
     tenants: list[TenantSpec] = Field(default_factory=list)
+    # The DLP policy of every organisation that has no override of its own in the database.
+    dlp: DlpPolicy = Field(default_factory=DlpPolicy)
 
     @model_validator(mode="after")
     def _references_resolve(self) -> GatewayConfig:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import orjson
 
 
@@ -49,6 +51,36 @@ class GatewayError(Exception):
 class InvalidRequest(GatewayError):
     status = 400
     type = "invalid_request_error"
+
+
+class DlpBlocked(GatewayError):
+    """The data loss prevention policy refused the call; names the detectors, never the data."""
+
+    status = 400
+    type = "dlp_blocked"
+    code = "dlp_blocked"
+
+    def __init__(self, detectors: Sequence[str], *, where: str = "request") -> None:
+        super().__init__(
+            f"the {where} was blocked by the data loss prevention policy; "
+            f"detectors: {', '.join(detectors)}"
+        )
+        self.detectors = list(detectors)
+        self.where = where
+        self.partial = b""  # a stream's events from before the blocked value, safe to send
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(
+            {
+                "error": {
+                    "message": self.message,
+                    "type": self.type,
+                    "param": self.param,
+                    "code": self.code,
+                    "detectors": self.detectors,
+                }
+            }
+        )
 
 
 class UnknownModel(InvalidRequest):

@@ -9,6 +9,8 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from agentwatch.admin.throttle import LoginThrottle
 from agentwatch.catalog import Catalog, load_catalog
 from agentwatch.crypto import Keyring
+from agentwatch.dlp.engine import Scanner
+from agentwatch.dlp.policy import PolicyBook, load_policy_book
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
 from agentwatch.tenant_auth import TenantAuthenticator
@@ -26,10 +28,14 @@ class AppState:
     recorder: UsageRecorder
     catalog: Catalog
     router: Router
+    scanner: Scanner
+    dlp: PolicyBook
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
 
     async def reload_catalog(self) -> None:
-        """Rebuild the routing table from the database (the background refresh, admin writes)."""
+        """Rebuild the routing table and the DLP policies from the database (the background
+        refresh, admin writes)."""
         async with self.sessions() as session:
             keyring = Keyring.from_settings(self.settings)
             self.catalog = await load_catalog(session, keyring, self.upstream)
+            self.dlp = await load_policy_book(session, self.dlp.base, self.scanner.detectors)

@@ -32,6 +32,7 @@ class Principal:
     # The key's own limits: carried here, not enforced yet (rate limiting comes later).
     rpm_limit: int | None = None
     tpm_limit: int | None = None
+    team_id: int | None = None  # the tenant's team, for team-level policies
 
     def may_use(self, alias: str) -> bool:
         return self.allowed_models is None or alias in self.allowed_models
@@ -138,6 +139,7 @@ class TenantAuthenticator:
             allowed_models=narrowed(tenant.allowed_models, api_key.allowed_models),
             rpm_limit=api_key.rpm_limit,
             tpm_limit=api_key.tpm_limit,
+            team_id=tenant.team_id,
         )
         return _Lookup(principal, tenant.id, seconds_left)
 

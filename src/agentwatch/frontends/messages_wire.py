@@ -11,7 +11,7 @@ import secrets
 
 import orjson
 
-from agentwatch.errors import GatewayError, InvalidRequest
+from agentwatch.errors import DlpBlocked, GatewayError, InvalidRequest
 from agentwatch.providers.base import JSONObject, Usage
 
 STOP_REASONS = {
@@ -363,7 +363,9 @@ def error_type(status: int) -> str:
 
 
 def error_object(error: GatewayError) -> JSONObject:
-    return {"type": "error", "error": {"type": error_type(error.status), "message": error.message}}
+    # A DLP refusal keeps its own type, as on /v1/chat/completions: clients match on it.
+    kind = error.type if isinstance(error, DlpBlocked) else error_type(error.status)
+    return {"type": "error", "error": {"type": kind, "message": error.message}}
 
 
 def estimate_input_tokens(payload: JSONObject) -> int:

@@ -12,8 +12,10 @@ from collections.abc import Callable
 import orjson
 
 from agentwatch.catalog import Alias, Route
+from agentwatch.dlp.stream import StreamGuard
 from agentwatch.errors import (
     AuthenticationFailed,
+    DlpBlocked,
     GatewayError,
     InvalidRequest,
     ModelNotAllowed,
@@ -48,6 +50,7 @@ from agentwatch.proxy.asgi_io import (
     wait_for_disconnect,
 )
 from agentwatch.proxy.call import Call
+from agentwatch.proxy.dlp_stage import inspect_request, inspect_response, response_guard
 from agentwatch.proxy.frontend import Attempt, Endpoint, Reply, StreamTranslator
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import Principal
@@ -92,6 +95,9 @@ class ProxyApp:
             event = call.usage_event(state.catalog)
             if event is not None:
                 state.recorder.record(event)
+            conversation = call.conversation_event()
+            if conversation is not None:
+                state.recorder.record_conversation(conversation)
 
     async def _dispatch(
         self,
@@ -122,6 +128,7 @@ class ProxyApp:
         call.body_bytes = len(body)
         payload = validation.parse_json_object(body)
         call.model = validation.model_name(payload)
+        inspect_request(state, call, path, payload)
         await endpoint.handler(self, call, payload, receive, send)
 
     async def _authenticate(self, state: AppState, headers: RequestHeaders) -> Principal:
@@ -206,6 +213,7 @@ class ProxyApp:
 
     async def answer(self, call: Call, body: bytes, usage: Usage | None, send: Send) -> None:
         call.usage = usage
+        body = inspect_response(call, body)
         call.mark_first_byte()
         await send_json(send, 200, body, call.request_id)
 
@@ -225,7 +233,8 @@ class ProxyApp:
                 "headers": [*SSE_HEADERS, *base_headers(call.request_id)],
             }
         )
-        pump = asyncio.ensure_future(self._pump(call, stream, send, translator))
+        guard = response_guard(call)
+        pump = asyncio.ensure_future(self._pump(call, stream, send, translator, guard))
         watcher = asyncio.ensure_future(wait_for_disconnect(receive))
         try:
             await asyncio.wait((pump, watcher), return_when=asyncio.FIRST_COMPLETED)
@@ -246,22 +255,34 @@ class ProxyApp:
             pump.result()
 
     async def _pump(
-        self, call: Call, stream: ChatStream, send: Send, translator: StreamTranslator | None
+        self,
+        call: Call,
+        stream: ChatStream,
+        send: Send,
+        translator: StreamTranslator | None,
+        guard: StreamGuard | None,
     ) -> None:
         try:
             async for event in stream:
                 out = event if translator is None else translator.translate(event)
+                if guard is not None:
+                    out = guard.feed(out)
                 if out:
                     call.mark_first_byte()
                     await send({"type": "http.response.body", "body": out, "more_body": True})
-            if translator is not None:
-                tail = translator.finish(stream.usage)
-                if tail:
-                    await send({"type": "http.response.body", "body": tail, "more_body": True})
+            tail = b"" if translator is None else translator.finish(stream.usage)
+            if guard is not None:
+                tail = guard.feed(tail) + guard.finish()
+            if tail:
+                await send({"type": "http.response.body", "body": tail, "more_body": True})
         except GatewayError as error:
             # Headers are gone already: tell the client in-band, in its own API's shape.
             call.failed(error)
             log.warning("stream %s failed: %s", call.request_id, error.message)
+            if guard is not None:
+                held = _scanned_remainder(guard, error)
+                if held:
+                    await send({"type": "http.response.body", "body": held, "more_body": True})
             body = (
                 b"data: " + error.to_json() + b"\n\n"
                 if translator is None
@@ -282,6 +303,16 @@ class ProxyApp:
         if wanted not in names:
             raise NotFound(f"the model '{wanted}' does not exist", code="model_not_found")
         await send_json(send, 200, orjson.dumps(_model_card(wanted)), call.request_id)
+
+
+def _scanned_remainder(guard: StreamGuard, error: GatewayError) -> bytes:
+    """What a stream that failed may still show: held events from before the failure."""
+    if isinstance(error, DlpBlocked):
+        return error.partial
+    try:
+        return guard.finish()
+    except DlpBlocked as blocked:
+        return blocked.partial
 
 
 def _model_card(name: str) -> JSONObject:

@@ -8,10 +8,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from agentwatch.catalog import Catalog, Route
+from agentwatch.dlp.inspect import Inspection
 from agentwatch.errors import GatewayError
 from agentwatch.providers.base import Usage
 from agentwatch.tenant_auth import Principal
-from agentwatch.usage.recorder import UsageEvent
+from agentwatch.usage.recorder import ConversationEvent, UsageEvent
 
 CLIENT_CLOSED_STATUS = 499  # nginx's code for "client closed the request"
 
@@ -38,6 +39,7 @@ class Call:
     tags: frozenset[str] = frozenset()  # only routes carrying all of them may serve the call
     render_error: Callable[[GatewayError], bytes] = GatewayError.to_json
     streamed_events: int = 0
+    dlp: Inspection | None = None  # set when the caller's DLP policy scans anything
 
     def failed(self, error: GatewayError) -> None:
         self.status = error.status
@@ -91,4 +93,25 @@ class Call:
                 if self.first_byte_at is not None
                 else None
             ),
+        )
+
+    def conversation_event(self) -> ConversationEvent | None:
+        """The call's `conversations` row, when DLP found anything in it."""
+        inspection = self.dlp
+        if self.principal is None or inspection is None or not inspection.events:
+            return None
+        principal = self.principal
+        return ConversationEvent(
+            request_id=self.request_id,
+            created_at=self.created_at,
+            org_id=principal.org_id,
+            tenant_id=principal.tenant_id,
+            api_key_id=principal.api_key_id,
+            team_id=principal.team_id,
+            model=self.model,
+            endpoint=self.endpoint,
+            status=self.status,
+            dlp_action=inspection.strongest_action,
+            dlp_events=[event.as_json() for event in inspection.events],
+            risk_score=inspection.risk_score,
         )

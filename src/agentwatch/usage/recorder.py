@@ -11,13 +11,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TypeVar
 
 import orjson
+from sqlalchemy import insert
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from agentwatch.db.models import UsageRecord
+from agentwatch.db.models import Conversation, UsageRecord
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 500
@@ -57,9 +59,40 @@ class UsageEvent:
         return tuple(row)
 
 
+@dataclass(slots=True)
+class ConversationEvent:
+    """A `conversations` row: a call's DLP events and risk (never the matched values)."""
+
+    request_id: str
+    created_at: datetime
+    org_id: int
+    tenant_id: int | None
+    api_key_id: int | None
+    team_id: int | None
+    model: str
+    endpoint: str
+    status: int
+    dlp_action: str | None
+    dlp_events: list[dict[str, object]]
+    risk_score: float
+
+    def as_row(self) -> dict[str, object]:
+        row = dataclasses.asdict(self)
+        row["messages"] = []
+        return row
+
+
 _FIELDS = tuple(field.name for field in dataclasses.fields(UsageEvent))
 _CREATED_AT = _FIELDS.index("created_at")
 WRITE_CHUNK = 100
+_CONVERSATION_MARK = "_conversation"  # marks a conversation row in the spill file
+
+
+_Row = TypeVar("_Row")
+
+
+def _take(queue: deque[_Row]) -> list[_Row]:
+    return [queue.popleft() for _ in range(min(BATCH_SIZE, len(queue)))]
 
 
 def _driver_insert(dialect: Dialect) -> tuple[str, Callable[[datetime], object]]:
@@ -91,6 +124,7 @@ class UsageRecorder:
         self._flush_interval = flush_interval
         self._spill_path = spill_path
         self._pending: deque[UsageEvent] = deque()
+        self._conversations: deque[ConversationEvent] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._closing = False
@@ -101,9 +135,14 @@ class UsageRecorder:
         if len(self._pending) >= BATCH_SIZE:
             self._wake.set()
 
+    def record_conversation(self, event: ConversationEvent) -> None:
+        self._conversations.append(event)
+        if len(self._conversations) >= BATCH_SIZE:
+            self._wake.set()
+
     @property
     def pending(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + len(self._conversations)
 
     async def start(self) -> None:
         await self._replay_spill()
@@ -112,14 +151,14 @@ class UsageRecorder:
     async def flush(self) -> None:
         """Write everything recorded so far; raises if the database refuses."""
         async with self._write_lock:
-            while self._pending:
-                batch = [
-                    self._pending.popleft() for _ in range(min(BATCH_SIZE, len(self._pending)))
-                ]
+            while self._pending or self._conversations:
+                batch = _take(self._pending)
+                conversations = _take(self._conversations)
                 try:
-                    await self._write(batch)
+                    await self._write(batch, conversations)
                 except BaseException:
                     self._pending.extendleft(reversed(batch))
+                    self._conversations.extendleft(reversed(conversations))
                     raise
 
     async def close(self) -> None:
@@ -156,25 +195,31 @@ class UsageRecorder:
                 backoff = min(backoff * 2, max(10.0, self._flush_interval))
                 log.warning("usage flush failed, %d rows kept for retry: %s", self.pending, exc)
 
-    async def _write(self, batch: list[UsageEvent]) -> None:
+    async def _write(self, batch: list[UsageEvent], conversations: list[ConversationEvent]) -> None:
         async with self._engine.begin() as connection:
             statement, stamp = _driver_insert(connection.dialect)
             rows = [event.as_tuple(stamp) for event in batch]
             # Small executemany calls let requests run between them.
             for start in range(0, len(rows), WRITE_CHUNK):
                 await connection.exec_driver_sql(statement, rows[start : start + WRITE_CHUNK])
+            if conversations:
+                await connection.execute(
+                    insert(Conversation), [event.as_row() for event in conversations]
+                )
 
     def _spill(self) -> None:
-        if not self._pending:
+        if not self._pending and not self._conversations:
             return
         self._spill_path.parent.mkdir(parents=True, exist_ok=True)
         with self._spill_path.open("ab") as handle:
             for event in self._pending:
                 handle.write(orjson.dumps(event.as_row()) + b"\n")
-        log.error(
-            "database unavailable: kept %d usage rows in %s", len(self._pending), self._spill_path
-        )
+            for conversation in self._conversations:
+                row = {**conversation.as_row(), _CONVERSATION_MARK: True}
+                handle.write(orjson.dumps(row) + b"\n")
+        log.error("database unavailable: kept %d rows in %s", self.pending, self._spill_path)
         self._pending.clear()
+        self._conversations.clear()
 
     async def _replay_spill(self) -> None:
         if not self._spill_path.exists():
@@ -182,7 +227,11 @@ class UsageRecorder:
         rows = [orjson.loads(line) for line in self._spill_path.read_bytes().splitlines() if line]
         for row in rows:
             row["created_at"] = datetime.fromisoformat(row["created_at"])
-            self._pending.append(UsageEvent(**row))
+            if row.pop(_CONVERSATION_MARK, False):
+                row.pop("messages", None)
+                self._conversations.append(ConversationEvent(**row))
+            else:
+                self._pending.append(UsageEvent(**row))
         # The rows now live in the queue: whatever is not written goes back to the spill file
         # at shutdown, so deleting the file first can neither lose nor duplicate a row.
         self._spill_path.unlink()
