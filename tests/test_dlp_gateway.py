@@ -17,6 +17,7 @@ from typing import Any
 
 import anthropic
 import asyncpg
+import httpx
 import openai
 import pytest
 
@@ -379,3 +380,46 @@ def test_streamed_messages_and_responses_are_redacted(
     assert done and done[0].text == expected
     completed = next(e for e in events if e.type == "response.completed")
     assert completed.response.output_text == expected
+
+
+def _admin(gateway: Gateway, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
+    response = httpx.request(
+        method,
+        f"{gateway.url}/api{path}",
+        headers={"authorization": f"Bearer {gateway.admin_token()}"},
+        **kwargs,
+    )
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def test_database_overrides_change_the_policy_at_once(
+    gateway: Gateway, upstream: FakeScripted, client: openai.OpenAI
+) -> None:
+    [tenant] = _admin(gateway, "GET", "/tenants", params={"name": "app"})["data"]
+    org_id = _admin(gateway, "GET", "/auth/me")["org_id"]
+    prompt = f"Mail {EMAIL} from {IP}"
+
+    def ask() -> str:
+        client.chat.completions.create(model="chat", messages=[{"role": "user", "content": prompt}])
+        return str(upstream.requests[-1]["messages"][0]["content"])
+
+    assert ask() == f"Mail [REDACTED:EMAIL_1] from {IP}"
+    try:
+        # The organisation redacts addresses too; its tenant lets e-mail through.
+        org_policy = {"categories": {"network": "redact"}}
+        _admin(gateway, "PATCH", f"/organizations/{org_id}", json={"dlp_policy": org_policy})
+        assert ask() == "Mail [REDACTED:EMAIL_1] from [REDACTED:IPV4_1]"
+        tenant_policy = {"detectors": {"email": "off"}}
+        _admin(gateway, "PATCH", f"/tenants/{tenant['id']}", json={"dlp_policy": tenant_policy})
+        assert ask() == f"Mail {EMAIL} from [REDACTED:IPV4_1]"
+        # A tenant-level block wins over the file's redact for personal data.
+        block = {"categories": {"pii": "block"}}
+        _admin(gateway, "PATCH", f"/tenants/{tenant['id']}", json={"dlp_policy": block})
+        with pytest.raises(openai.BadRequestError):
+            ask()
+    finally:
+        _admin(gateway, "PATCH", f"/tenants/{tenant['id']}", json={"dlp_policy": None})
+        _admin(gateway, "PATCH", f"/organizations/{org_id}", json={"dlp_policy": None})
+    assert ask() == f"Mail [REDACTED:EMAIL_1] from {IP}"
