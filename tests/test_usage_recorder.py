@@ -16,9 +16,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
-from agentwatch.db.models import UsageRecord
+from agentwatch.db.models import Conversation, UsageRecord
 from agentwatch.settings import normalise_database_url
-from agentwatch.usage.recorder import UsageEvent, UsageRecorder
+from agentwatch.usage.recorder import ConversationEvent, UsageEvent, UsageRecorder
 from tests.conftest import BACKENDS
 from tests.support import PG_ADMIN_DSN, database
 
@@ -167,3 +167,53 @@ async def test_a_spill_that_cannot_be_replayed_yet_is_kept(
     assert recorder.pending == 3
     await recorder.close()  # and go back to the spill file, once each
     assert spill.read_bytes() == content
+
+
+def conversation(i: int) -> ConversationEvent:
+    return ConversationEvent(
+        request_id=f"req-{i:04d}",
+        created_at=START + timedelta(seconds=i),
+        org_id=1,
+        tenant_id=7,
+        api_key_id=70,
+        team_id=None,
+        model="fast",
+        endpoint="/v1/chat/completions",
+        status=400,
+        dlp_action="block",
+        dlp_events=[
+            {"detector": "aws_access_key_id", "action": "block", "path": "messages[0].content"}
+        ],
+        risk_score=95.0,
+    )
+
+
+async def stored_conversations(engine: AsyncEngine) -> list[tuple[str, list[object], float]]:
+    async with session_factory(engine)() as session:
+        rows = (await session.scalars(select(Conversation).order_by(Conversation.id))).all()
+    return [(row.request_id, row.dlp_events, row.risk_score) for row in rows]
+
+
+async def test_conversation_rows_are_written_and_survive_a_lost_database(
+    backend: str, engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    failing, working = engines
+    spill = tmp_path / "usage-spill.jsonl"
+    recorder = UsageRecorder(session_factory(failing), spill, flush_interval=60)
+    await recorder.start()
+    recorder.record(event(1))
+    recorder.record_conversation(conversation(1))
+    await recorder.flush()
+    assert [r[0] for r in await stored_conversations(failing)] == ["req-0001"]
+
+    await lose_database(backend, failing)
+    recorder.record(event(2))
+    recorder.record_conversation(conversation(2))
+    await recorder.close()
+    assert recorder.pending == 0 and spill.exists()
+
+    successor = UsageRecorder(session_factory(working), spill)
+    await successor.start()
+    await successor.close()
+    assert await stored_conversations(working) == [("req-0002", conversation(2).dlp_events, 95.0)]
+    assert [e.request_id for e in await stored(working)] == ["req-0002"]
