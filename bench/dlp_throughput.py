@@ -1,4 +1,5 @@
-"""DLP engine speed: MB/s over a 1 MB mixed corpus, and the latency of scanning a 4 KB prompt.
+"""DLP engine speed: MB/s over a 1 MB mixed corpus, the latency of scanning a 4 KB prompt, and
+the one-off time to build the scanner.
 
 Run with `uv run python bench/dlp_throughput.py`; prints a Markdown report and writes it to
 bench/results/dlp-throughput.md. Single-threaded, so one core.
@@ -13,7 +14,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from agentwatch.dlp.engine import default_scanner
+from agentwatch.dlp.engine import Scanner
 from machine import cpu_model, gateway_revision
 from mixed_corpus import ONE_MB, mixed_corpus, prose
 
@@ -77,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=7, help="timed passes over the corpus")
     parser.add_argument("--scans", type=int, default=5000, help="timed scans per prompt")
     args = parser.parse_args(argv)
-    scanner = default_scanner()
+    started = time.perf_counter_ns()
+    scanner = Scanner()  # what `default_scanner()` builds once per process
+    build_ms = (time.perf_counter_ns() - started) / 1e6
     corpus = mixed_corpus(ONE_MB)
     mb_per_s = throughput_mb_per_s(scanner.scan, corpus, args.runs)
     corpus_findings = len(scanner.scan(corpus))
@@ -98,6 +101,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"{clean.p50_ms:.3f} / {clean.p99_ms:.3f} ms | p50 < {TARGET_P50_MS} ms |",
             f"| 4 KB prompt, {dirty.findings} findings, p50 / p99 over {args.scans} | "
             f"{dirty.p50_ms:.3f} / {dirty.p99_ms:.3f} ms | p50 < {TARGET_P50_MS} ms |",
+            f"| building the scanner (Hyperscan compile), once | {build_ms:.0f} ms | - |",
             "",
             f"- throughput target {'met' if mb_per_s >= TARGET_MB_PER_S else 'MISSED'}; "
             f"4 KB p50 target {'met' if worst_p50 < TARGET_P50_MS else 'MISSED'}",

@@ -49,7 +49,8 @@ IDENTITY: tuple[Detector, ...] = (
     ),
     Detector(
         "aba_routing", _FIN, Severity.MEDIUM, "redact",
-        (Rule(re.compile(r"[0-38](?<![\w-][0-38])\d{8}(?![\w-])"), 0.85, needs_context=True),),
+        (Rule(re.compile(r"[0-38](?<![\w-][0-38])\d{8}(?![\w-])"), 0.85, needs_context=True,
+              anchor=r"[0-38]\d{8}"),),
         gate=Gate.DIGITS, validator=v.aba_routing_valid, validator_name="ABA checksum (3-7-1)",
         context_raise=("routing", "aba", "rtn", "transit", "ach", "wire"),
     ),
@@ -69,7 +70,7 @@ IDENTITY: tuple[Detector, ...] = (
     Detector(
         "ca_sin", _PII, Severity.HIGH, "redact",
         (Rule(re.compile(r"\d(?<![\w-]\d)\d{2}([ -]?)\d{3}\1\d{3}(?![\w-])"), 0.85,
-              needs_context=True),),
+              needs_context=True, anchor=r"\d{3}[ -]?\d{3}[ -]?\d{3}"),),
         gate=Gate.DIGITS, validator=v.ca_sin_valid, validator_name="Luhn",
         context_raise=("sin", "social insurance", "nas"),
     ),

@@ -147,7 +147,7 @@ SECRETS: tuple[Detector, ...] = (
                   r"[ \t]*(?:=|:|=>|:=)[ \t]*[\"'`]?(?P<value>[^\s\"'`,;]{4,200})"), _GENERIC),),
         keywords=("pass", "pwd", "secret", "api_key", "apikey", "api-key", "token", "private_key",
                   "private-key", "privatekey"),
-        validator=v.assigned_secret_valid,
+        gate=Gate.PATTERN, validator=v.assigned_secret_valid,
         validator_name="value is not a placeholder or code; checksum holds",
     ),
     Detector(
@@ -155,11 +155,12 @@ SECRETS: tuple[Detector, ...] = (
         # A random token near a secret's name; hex only when assigned to a secret's name
         # (not a digest's), as git SHAs and checksums are hex too.
         (Rule(_rx(r"(?<![\w+/-])(?![0-9a-fA-F]{20,200}(?![\w+/=-]))[A-Za-z0-9+/_-]{20,200}={0,2}"
-                  r"(?![\w+/=-])"), _GENERIC - 0.15, needs_context=True),
+                  r"(?![\w+/=-])"), _GENERIC - 0.15, needs_context=True,
+              anchor=r"[A-Za-z0-9+/_-]{20}"),
          Rule(_rx(r"[KkTtSsPp](?i:(?<=k)ey" + _NOT_DIGEST_KEY + r"|(?<=t)oken|(?<=s)ecret"
                   r"|(?<=p)wd|(?<=p)assw\w*)[\"']?[ \t]*(?:=|:|=>|:=)[ \t]*[\"'`]?"
                   r"(?P<value>[0-9a-fA-F]{32,128})(?![\w+/=-])"), _GENERIC - 0.1)),
-        keywords=_NAMES, validator=v.high_entropy_secret,
+        keywords=_NAMES, gate=Gate.PATTERN, validator=v.high_entropy_secret,
         validator_name="entropy; hex only assigned to a secret's name; not a UUID",
         context_raise=_NAMES, context_window=48, window=256,
     ),

@@ -1,37 +1,12 @@
-"""The scanner: a keyword/trigger prefilter picks detectors and windows, then rules run there."""
+"""The scanner: a Hyperscan prefilter picks the rules and windows, then the rules run there."""
 
 from __future__ import annotations
 
 import functools
-import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 
-import ahocorasick  # type: ignore[import-not-found]
-
-from agentwatch.dlp.types import Category, Detector, Finding, Gate
-
-# Cheap triggers: each finds places where a gated detector could match; only windows around
-# them are scanned.  Both start with a literal or a tiny class, which `re` searches quickly.
-_TRIGGERS: dict[Gate, re.Pattern[str]] = {
-    Gate.DIGITS: re.compile(r"\d(?:[ .()/-]{0,2}\d){3,}"),
-    Gate.HEX_COLON: re.compile(r":[0-9A-Fa-f]{0,4}:"),
-}
-_TRIGGER_MARGIN = 40  # characters either side of a trigger hit that gated rules scan
-_WHOLE_TEXT = 0.5  # when windows cover more than this share of the text, scan it all once
-
-
-def _merge(windows: Iterable[tuple[int, int]], length: int) -> list[tuple[int, int]]:
-    merged: list[tuple[int, int]] = []
-    for lo, hi in sorted(windows):
-        lo, hi = max(lo, 0), min(hi, length)
-        if merged and lo <= merged[-1][1]:
-            if hi > merged[-1][1]:
-                merged[-1] = (merged[-1][0], hi)
-        else:
-            merged.append((lo, hi))
-    if sum(hi - lo for lo, hi in merged) > length * _WHOLE_TEXT:
-        return [(0, length)]
-    return merged
+from agentwatch.dlp.prefilter import Prefilter, RuleKey, Window, matches_in
+from agentwatch.dlp.types import Category, Detector, Finding
 
 
 class Scanner:
@@ -43,108 +18,78 @@ class Scanner:
 
             detectors = BUILTIN
         self.detectors: tuple[Detector, ...] = tuple(detectors)
-        self._automaton = ahocorasick.Automaton()
-        keyword_owners: dict[str, list[int]] = {}
-        for index, detector in enumerate(self.detectors):
-            if detector.gate is Gate.KEYWORDS:
-                if not detector.keywords:
-                    raise ValueError(f"detector {detector.id} is keyword-gated but has none")
-                for keyword in detector.keywords:
-                    keyword_owners.setdefault(keyword.lower(), []).append(index)
-        for keyword, owners in keyword_owners.items():
-            self._automaton.add_word(keyword, (len(keyword), tuple(owners)))
-        self._has_keywords = bool(keyword_owners)
-        if self._has_keywords:
-            self._automaton.make_automaton()
-        self._by_gate: dict[Gate, list[int]] = {}
-        for index, detector in enumerate(self.detectors):
-            self._by_gate.setdefault(detector.gate, []).append(index)
+        self._prefilter = Prefilter(self.detectors)
 
     def scan(self, text: str, *, min_confidence: float = 0.0) -> list[Finding]:
         """Findings sorted by start; overlaps resolved to the most confident, then longest."""
         if not text:
             return []
-        length = len(text)
-        plan: dict[int, list[tuple[int, int]]] = {}
-        if self._has_keywords:
-            self._plan_keywords(text, plan)
-        for gate, trigger in _TRIGGERS.items():
-            owners = self._by_gate.get(gate)
-            if not owners:
-                continue
-            windows = _merge(
-                (
-                    (m.start() - _TRIGGER_MARGIN, m.end() + _TRIGGER_MARGIN)
-                    for m in trigger.finditer(text)
-                ),
-                length,
-            )
-            if windows:
-                for index in owners:
-                    plan[index] = windows
-        for index in self._by_gate.get(Gate.ALWAYS, ()):
-            plan[index] = [(0, length)]
-        if not text.isascii():
-            for index in self._by_gate.get(Gate.NON_ASCII, ()):
-                plan[index] = [(0, length)]
+        return self._scan(text, self._prefilter.windows(text), min_confidence)
+
+    def scan_unfiltered(self, text: str, *, min_confidence: float = 0.0) -> list[Finding]:
+        """What `scan` must find: every rule of every detector run over the whole text."""
+        if not text:
+            return []
+        whole = [(0, len(text))]
+        plan = {
+            (index, number): whole
+            for index, detector in enumerate(self.detectors)
+            for number in range(len(detector.rules))
+        }
+        return self._scan(text, plan, min_confidence)
+
+    def _scan(
+        self, text: str, plan: Mapping[RuleKey, list[Window]], min_confidence: float
+    ) -> list[Finding]:
+        by_detector: dict[int, list[list[Window] | None]] = {}
+        for (index, number), windows in plan.items():
+            rule_windows = by_detector.get(index)
+            if rule_windows is None:
+                rule_windows = by_detector[index] = [None] * len(self.detectors[index].rules)
+            rule_windows[number] = windows
         findings: list[Finding] = []
-        for index, windows in plan.items():
-            self._run(self.detectors[index], text, windows, findings)
+        # Detector and rule order decide which of two equally good findings is kept.
+        for index in sorted(by_detector):
+            _run(self.detectors[index], text, by_detector[index], findings)
         kept = [f for f in findings if f.confidence >= min_confidence]
         return _resolve_overlaps(kept)
 
-    def _plan_keywords(self, text: str, plan: dict[int, list[tuple[int, int]]]) -> None:
-        lowered = text.lower()
-        # Lower-casing can change the length of a few characters (İ); offsets then only say
-        # that a keyword occurred, so the whole text is scanned.
-        exact = len(lowered) == len(text)
-        hits: dict[int, list[tuple[int, int]]] = {}
-        for end, (size, owners) in self._automaton.iter(lowered):
-            for index in owners:
-                hits.setdefault(index, []).append((end + 1 - size, end + 1))
-        length = len(text)
-        for index, spans in hits.items():
-            if not exact:
-                plan[index] = [(0, length)]
-                continue
-            reach = self.detectors[index].window
-            plan[index] = _merge(((lo - reach, hi + reach) for lo, hi in spans), length)
 
-    def _run(
-        self, detector: Detector, text: str, windows: list[tuple[int, int]], out: list[Finding]
-    ) -> None:
-        seen: set[tuple[int, int]] = set()
-        for rule in detector.rules:
-            for lo, hi in windows:
-                for match in rule.regex.finditer(text, lo, hi):
-                    has_value = "value" in rule.regex.groupindex
-                    start, end = match.span("value") if has_value else match.span()
-                    if (start, end) in seen:
-                        continue
-                    value = text[start:end]
-                    if detector.validator is not None and not detector.validator(value):
-                        continue
-                    confidence = _with_context(
-                        detector,
-                        rule.confidence,
-                        rule.needs_context,
-                        text,
-                        match.start(),
-                        match.end(),
+def _run(
+    detector: Detector,
+    text: str,
+    rule_windows: Sequence[list[Window] | None],
+    out: list[Finding],
+) -> None:
+    seen: set[tuple[int, int]] = set()
+    for rule, windows in zip(detector.rules, rule_windows, strict=True):
+        if not windows:
+            continue
+        has_value = "value" in rule.regex.groupindex
+        for window in windows:
+            for match in matches_in(rule.regex, text, window):
+                start, end = match.span("value") if has_value else match.span()
+                if (start, end) in seen:
+                    continue
+                value = text[start:end]
+                if detector.validator is not None and not detector.validator(value):
+                    continue
+                confidence = _with_context(
+                    detector, rule.confidence, rule.needs_context, text, match.start(), match.end()
+                )
+                if confidence is None:
+                    continue
+                seen.add((start, end))
+                out.append(
+                    Finding(
+                        detector.id,
+                        detector.category,
+                        detector.severity,
+                        start,
+                        end,
+                        round(confidence, 3),
                     )
-                    if confidence is None:
-                        continue
-                    seen.add((start, end))
-                    out.append(
-                        Finding(
-                            detector.id,
-                            detector.category,
-                            detector.severity,
-                            start,
-                            end,
-                            round(confidence, 3),
-                        )
-                    )
+                )
 
 
 def _with_context(

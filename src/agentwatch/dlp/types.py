@@ -29,13 +29,15 @@ class Category(StrEnum):
 
 
 class Gate(StrEnum):
-    """What must be present in the text before a detector's regexes run at all."""
+    """How the scanner finds the places where a detector's rules can match (see prefilter.py)."""
 
-    KEYWORDS = "keywords"  # one of the detector's literal keywords (Aho-Corasick, any case)
-    DIGITS = "digits"  # a run of at least four digits (single separators allowed)
-    HEX_COLON = "hex_colon"  # ":<0-4 hex>:" as in IPv6 and MAC addresses
-    NON_ASCII = "non_ascii"  # any non-ASCII character
-    ALWAYS = "always"  # cheap, literal-led patterns scanned over the whole text
+    KEYWORDS = "keywords"  # one of the detector's keywords, in any case, lies inside every match
+    PATTERN = "pattern"  # each rule's own regex (or its `anchor`), prefiltered by Hyperscan
+    NON_ASCII = "non_ascii"  # any non-ASCII character; the rules then run over the whole text
+    # Earlier names of PATTERN, from when each shape had a trigger regex of its own.
+    DIGITS = "pattern"
+    HEX_COLON = "pattern"
+    ALWAYS = "pattern"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +56,9 @@ class Rule(NamedTuple):
     regex: re.Pattern[str]
     confidence: float
     needs_context: bool = False  # only reported when a context_raise word is near
+    # A shorter regex that matches wherever the rule can (overlapping or touching its match):
+    # the scanner looks for it instead of the rule's keywords, context words or own shape.
+    anchor: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,10 +69,12 @@ class Detector:
     default_action: Action
     rules: tuple[Rule, ...]
     gate: Gate = Gate.KEYWORDS
-    keywords: tuple[str, ...] = ()  # lower-case literals; any occurrence lets the rules run
+    # Lower-case literals; with Gate.KEYWORDS, one of them lies inside every match of a rule
+    # that has no anchor and needs no context.
+    keywords: tuple[str, ...] = ()
     validator: Validator | None = None  # run on the reported span; False rejects the match
     validator_name: str = ""
     context_raise: tuple[str, ...] = ()  # lower-case words that raise confidence nearby
     context_lower: tuple[str, ...] = ()  # lower-case words that lower it
     context_window: int = 40  # characters either side of the match searched for context
-    window: int = 256  # characters either side of a keyword hit that the rules scan
+    window: int = 256  # the widest match assumed where a rule's regex has no upper bound
