@@ -30,13 +30,16 @@ class UsageRecordOut(BaseModel):
     stream: bool
     status: int
     error_type: str | None
-    prompt_tokens: int
-    completion_tokens: int
+    # None: the upstream reported no usage, so the count and the cost are unknown.
+    prompt_tokens: int | None
+    completion_tokens: int | None
     cached_tokens: int
     cache_write_tokens: int
+    reasoning_tokens: int | None
+    team_id: int | None
     attempts: int
-    total_tokens: int
-    cost_usd: float
+    total_tokens: int | None
+    cost_usd: float | None
     latency_ms: float
     ttft_ms: float | None
 

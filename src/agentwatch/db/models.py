@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 from sqlalchemy import (
     JSON,
     BigInteger,
     Boolean,
+    Date,
     DateTime,
     Float,
     ForeignKey,
@@ -17,6 +18,7 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
+    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -72,6 +74,12 @@ class Organization(Base):
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
     # DLP policy override (agentwatch.dlp.policy.DlpPolicy, as JSON); None: the built-in one.
     dlp_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    # Spend controls (agentwatch.limits: `limits` rpm/tpm/max_parallel, `budget` money/period).
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    budget: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    markup_pct: Mapped[float | None] = mapped_column(Float)  # +10: 10 % on top; -5: discount
+    alert_webhook_url: Mapped[str | None] = mapped_column(String(2000))
+    alert_webhook_secret: Mapped[str | None] = mapped_column(Text)  # encrypted, like keys
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -102,6 +110,8 @@ class Team(Base):
     tpm_limit: Mapped[int | None] = mapped_column(BigInteger)
     # DLP policy override of the organisation's for the team's tenants; None: inherit.
     dlp_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    budget: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -173,6 +183,8 @@ class Tenant(Base):
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     # DLP policy override of its team's (or organisation's); None: inherit.
     dlp_policy: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    budget: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -190,6 +202,8 @@ class ApiKey(Base):
     rpm_limit: Mapped[int | None] = mapped_column(Integer)
     tpm_limit: Mapped[int | None] = mapped_column(BigInteger)
     revoked_at: Mapped[datetime | None] = mapped_column()
+    limits: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
+    budget: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -242,6 +256,7 @@ class Model(Base):
     output_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     cached_input_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     cache_write_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
+    reasoning_cost_per_mtok: Mapped[float | None] = mapped_column(Float)
     context_window: Mapped[int | None] = mapped_column(Integer)
     is_active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
@@ -255,6 +270,7 @@ class UsageRecord(Base):
         Index("ix_usage_records_org_created", "org_id", "created_at", "id"),
         Index("ix_usage_records_tenant_created", "tenant_id", "created_at"),
         Index("ix_usage_records_model_created", "org_id", "model", "created_at"),
+        Index("ix_usage_records_team_created", "team_id", "created_at"),
     )
     id: Mapped[int] = mapped_column(BigId, primary_key=True)
     request_id: Mapped[str] = mapped_column(String(64), index=True)
@@ -269,13 +285,16 @@ class UsageRecord(Base):
     stream: Mapped[bool] = mapped_column(Boolean, default=False)
     status: Mapped[int] = mapped_column(Integer)
     error_type: Mapped[str | None] = mapped_column(String(64))
-    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
-    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    # NULL: the upstream reported no usage, so the count (and the cost) is unknown, not zero.
+    prompt_tokens: Mapped[int | None] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int | None] = mapped_column(Integer, default=0)
     cached_tokens: Mapped[int] = mapped_column(Integer, default=0)
     cache_write_tokens: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    reasoning_tokens: Mapped[int | None] = mapped_column(Integer)
     attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
+    team_id: Mapped[int | None] = mapped_column(BigId)
     # Nano-dollars: exact integer sums on every backend.
-    cost_nanousd: Mapped[int] = mapped_column(BigInteger, default=0)
+    cost_nanousd: Mapped[int | None] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[float] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
 
@@ -336,4 +355,54 @@ class Conversation(Base):
     # The strongest action taken on the call (block > redact > log); None when none was.
     dlp_action: Mapped[str | None] = mapped_column(String(16))
     risk_score: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class UsageDaily(Base):
+    """Rollup of the ledger per day and who/what, refreshed in the background for dashboards;
+    0 and "" stand for "none" so the natural key is unique on every backend."""
+
+    __tablename__ = "usage_daily"
+    __table_args__ = (
+        UniqueConstraint(
+            "org_id", "day", "team_id", "tenant_id", "api_key_id", "model", "provider",
+            name="uq_usage_daily_key",
+        ),
+    )  # fmt: skip
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    day: Mapped[date] = mapped_column(Date)
+    org_id: Mapped[int] = mapped_column(BigId)
+    team_id: Mapped[int] = mapped_column(BigId)
+    tenant_id: Mapped[int] = mapped_column(BigId)
+    api_key_id: Mapped[int] = mapped_column(BigId)
+    model: Mapped[str] = mapped_column(String(200))
+    provider: Mapped[str] = mapped_column(String(200))
+    requests: Mapped[int] = mapped_column(BigInteger)
+    errors: Mapped[int] = mapped_column(BigInteger)
+    prompt_tokens: Mapped[int] = mapped_column(BigInteger)
+    completion_tokens: Mapped[int] = mapped_column(BigInteger)
+    cached_tokens: Mapped[int] = mapped_column(BigInteger)
+    reasoning_tokens: Mapped[int] = mapped_column(BigInteger)
+    cost_nanousd: Mapped[int] = mapped_column(BigInteger)
+    unknown_cost_requests: Mapped[int] = mapped_column(BigInteger)
+
+
+class BudgetAlert(Base):
+    """One row per budget threshold crossed per period: the unique key makes the alert fire
+    once across every replica."""
+
+    __tablename__ = "budget_alerts"
+    __table_args__ = (
+        UniqueConstraint(
+            "scope", "scope_id", "period_start", "threshold", name="uq_budget_alerts_once"
+        ),
+    )
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    org_id: Mapped[int] = mapped_column(BigId)
+    scope: Mapped[str] = mapped_column(String(16))  # org | team | tenant | key
+    scope_id: Mapped[int] = mapped_column(BigId)
+    period_start: Mapped[datetime] = mapped_column()
+    threshold: Mapped[str] = mapped_column(String(16))  # soft | 80 | 100
+    spent_nanousd: Mapped[int] = mapped_column(BigInteger)
+    limit_nanousd: Mapped[int] = mapped_column(BigInteger)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)

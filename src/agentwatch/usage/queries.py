@@ -106,8 +106,14 @@ def _record_json(record: UsageRecord, tenant: str | None) -> dict[str, object]:
         "cached_tokens": record.cached_tokens,
         "cache_write_tokens": record.cache_write_tokens,
         "attempts": record.attempts,
-        "total_tokens": record.prompt_tokens + record.completion_tokens,
-        "cost_usd": nanos_to_usd(record.cost_nanousd),
+        "reasoning_tokens": record.reasoning_tokens,
+        "team_id": record.team_id,
+        "total_tokens": (
+            None
+            if record.prompt_tokens is None or record.completion_tokens is None
+            else record.prompt_tokens + record.completion_tokens
+        ),
+        "cost_usd": None if record.cost_nanousd is None else nanos_to_usd(record.cost_nanousd),
         "latency_ms": record.latency_ms,
         "ttft_ms": record.ttft_ms,
     }
