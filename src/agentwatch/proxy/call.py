@@ -86,6 +86,7 @@ class Call:
             cached_tokens=usage.cached_tokens,
             cache_write_tokens=usage.cache_write_tokens,
             attempts=self.attempts,
+            team_id=self.principal.team_id,
             cost_nanousd=price.cost_nanousd(usage) if price else 0,
             latency_ms=round((ended - self.started) * 1000, 3),
             ttft_ms=(

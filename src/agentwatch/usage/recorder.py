@@ -41,14 +41,16 @@ class UsageEvent:
     stream: bool
     status: int
     error_type: str | None
-    prompt_tokens: int
-    completion_tokens: int
+    prompt_tokens: int | None  # None: the upstream reported no usage (unknown, not zero)
+    completion_tokens: int | None
     cached_tokens: int
-    cost_nanousd: int
+    cost_nanousd: int | None  # None when the usage or the price is unknown
     latency_ms: float
     ttft_ms: float | None
     cache_write_tokens: int = 0  # defaulted, so spill files written before them still load
     attempts: int = 1
+    team_id: int | None = None
+    reasoning_tokens: int | None = None
 
     def as_row(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS}
