@@ -411,7 +411,9 @@ def test_thoughts_count_as_completion_tokens() -> None:
     body, usage = completion(
         {"candidates": [candidate([{"text": "x"}])], "usageMetadata": metadata}
     )
-    assert usage == Usage(prompt_tokens=100, completion_tokens=70, cached_tokens=60)
+    assert usage == Usage(
+        prompt_tokens=100, completion_tokens=70, cached_tokens=60, reasoning_tokens=50
+    )
     assert body["usage"] == {
         "prompt_tokens": 100,
         "completion_tokens": 70,
@@ -473,7 +475,7 @@ def test_a_recorded_stream_becomes_openai_chunks() -> None:
     assert weather_call["function"] == {"name": "get_weather", "arguments": '{"city":"Paris"}'}
     assert weather_call["id"].startswith("call_") and weather_call["id"] != time_call["id"]
     assert deltas(stream.finish()) == [({}, "tool_calls")]
-    assert stream.usage == Usage(prompt_tokens=30, completion_tokens=27)
+    assert stream.usage == Usage(prompt_tokens=30, completion_tokens=27, reasoning_tokens=15)
     assert stream.content_events == 4
 
 

@@ -9,10 +9,10 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from agentwatch.crypto import DecryptionError, Keys, decrypt_secret
-from agentwatch.db.models import Model, Provider, ProviderKey
-from agentwatch.pricing import Price, price_lookup_names
+from agentwatch.db.models import Model, Organization, Provider, ProviderKey
+from agentwatch.pricing import Price, price_lookup_names, with_markup
 from agentwatch.providers.base import Provider as ProviderAdapter
-from agentwatch.providers.base import ProviderConfig
+from agentwatch.providers.base import ProviderConfig, Usage
 from agentwatch.providers.registry import (
     UnsupportedProviderType,
     build_provider,
@@ -61,6 +61,7 @@ class Alias:
 class Catalog:
     aliases: dict[tuple[int, str], Alias] = field(default_factory=dict)
     prices: dict[tuple[int, str], Price] = field(default_factory=dict)
+    markups: dict[int, float] = field(default_factory=dict)  # org id -> markup_pct
     _price_memo: dict[tuple[int, str | None, str], Price | None] = field(default_factory=dict)
 
     def alias(self, org_id: int, name: str) -> Alias | None:
@@ -80,6 +81,28 @@ class Catalog:
         price = self._lookup_price(org_id, route, alias_name)
         self._price_memo[memo_key] = price
         return price
+
+    def cost_nanousd(
+        self, org_id: int, route: Route | None, alias_name: str, usage: Usage
+    ) -> int | None:
+        """What the call cost the organisation: the price (see `price_for`) applied to the
+        usage, then the organisation's markup. None when no price is known."""
+        price = self.price_for(org_id, route, alias_name)
+        if price is None:
+            return None
+        return with_markup(price.cost_nanousd(usage), self.markups.get(org_id))
+
+    def estimate_cost_nanousd(self, org_id: int, alias_name: str, usage: Usage) -> int | None:
+        """Before routing: the cost at the dearest of the alias's priced routes (markup
+        included), so a reservation covers whichever route serves; None when none is priced."""
+        alias = self.alias(org_id, alias_name)
+        routes: tuple[Route | None, ...] = alias.routes if alias is not None else (None,)
+        costs = [
+            cost
+            for route in routes
+            if (cost := self.cost_nanousd(org_id, route, alias_name, usage)) is not None
+        ]
+        return max(costs) if costs else None
 
     def _lookup_price(self, org_id: int, route: Route | None, alias_name: str) -> Price | None:
         names = price_lookup_names(route.upstream_model) if route is not None else []
@@ -108,6 +131,8 @@ async def load_catalog(
         )
 
     catalog = Catalog()
+    markups = await session.execute(select(Organization.id, Organization.markup_pct))
+    catalog.markups = {org_id: markup for org_id, markup in markups if markup}
     for model in (await session.scalars(select(Model).where(Model.is_active))).all():
         price = _price(model)
         if price is not None:
@@ -252,6 +277,7 @@ def _route_price(raw: object) -> Price | None:
         output_per_mtok=float(raw.get("output_cost_per_mtok") or 0.0),
         cached_input_per_mtok=_optional_rate(raw.get("cached_input_cost_per_mtok")),
         cache_write_per_mtok=_optional_rate(raw.get("cache_write_cost_per_mtok")),
+        reasoning_per_mtok=_optional_rate(raw.get("reasoning_cost_per_mtok")),
     )
 
 
@@ -267,4 +293,5 @@ def _price(model: Model) -> Price | None:
         output_per_mtok=model.output_cost_per_mtok or 0.0,
         cached_input_per_mtok=model.cached_input_cost_per_mtok,
         cache_write_per_mtok=model.cache_write_cost_per_mtok,
+        reasoning_per_mtok=model.reasoning_cost_per_mtok,
     )

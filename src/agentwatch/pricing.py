@@ -19,19 +19,32 @@ class Price:
     output_per_mtok: float
     cached_input_per_mtok: float | None = None
     cache_write_per_mtok: float | None = None
+    reasoning_per_mtok: float | None = None
 
     def cost_nanousd(self, usage: Usage) -> int:
         """Cache reads at the cached rate, cache writes at the write rate (each defaulting to
-        the input rate), the rest of the prompt at the input rate."""
+        the input rate), the rest of the prompt at the input rate; reasoning tokens, which are
+        part of the completion, at the reasoning rate (default: the output rate), the rest of
+        the completion at the output rate. Nothing is counted twice."""
         cached = min(usage.cached_tokens, usage.prompt_tokens)
         written = min(usage.cache_write_tokens, usage.prompt_tokens - cached)
+        reasoning = min(usage.reasoning_tokens or 0, usage.completion_tokens)
         dollars_x_mtok = (
             (usage.prompt_tokens - cached - written) * self.input_per_mtok
             + cached * _or(self.cached_input_per_mtok, self.input_per_mtok)
             + written * _or(self.cache_write_per_mtok, self.input_per_mtok)
-            + usage.completion_tokens * self.output_per_mtok
+            + (usage.completion_tokens - reasoning) * self.output_per_mtok
+            + reasoning * _or(self.reasoning_per_mtok, self.output_per_mtok)
         )
         return round(dollars_x_mtok * NANOS_PER_USD_PER_MTOK)
+
+
+def with_markup(cost_nanousd: int, markup_pct: float | None) -> int:
+    """An organisation's markup (+10: 10 % on top) or discount (-5), on the final cost; a
+    discount of 100 % or more makes it free, never negative."""
+    if not markup_pct:
+        return cost_nanousd
+    return max(0, round(cost_nanousd * (100 + markup_pct) / 100))
 
 
 def _or(rate: float | None, fallback: float) -> float:

@@ -180,6 +180,10 @@ class TranslatedStream(_AnthropicEvents):
         super().__init__(response, provider)
         self._translator = translator
 
+    @property
+    def usage_final(self) -> bool:
+        return self._translator.usage_final
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 
@@ -216,6 +220,10 @@ class NativeStream(_AnthropicEvents):
     def __init__(self, response: Response, provider: str) -> None:
         super().__init__(response, provider)
         self._counts = StreamUsage()
+
+    @property
+    def usage_final(self) -> bool:
+        return self._counts.final
 
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()

@@ -58,6 +58,11 @@ class StreamUsage:
                     self._counts[name] = value
         self._final = self._final or final
 
+    @property
+    def final(self) -> bool:
+        """`message_delta` arrived: the output count is the answer's, not a placeholder."""
+        return self._final
+
     def current(self, content_events: int) -> Usage | None:
         """Until `message_delta` arrives the output count is a placeholder (often 1), so a
         stream the client abandons is billed at least one token per content event."""
@@ -89,6 +94,10 @@ class ChunkTranslator:
     @property
     def usage(self) -> Usage | None:
         return self._usage.current(self.content_events)
+
+    @property
+    def usage_final(self) -> bool:
+        return self._usage.final
 
     def feed(self, event: JSONObject) -> list[JSONObject]:
         match event.get("type"):

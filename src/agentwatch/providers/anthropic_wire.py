@@ -301,6 +301,7 @@ def usage_from_anthropic(usage: object) -> Usage | None:
 
 
 def openai_usage(usage: Usage) -> JSONObject:
+    """Claude's thinking is inside `output_tokens`, not reported apart: no reasoning count."""
     return {
         "prompt_tokens": usage.prompt_tokens,
         "completion_tokens": usage.completion_tokens,

@@ -19,6 +19,9 @@ class Usage:
     completion_tokens: int = 0
     cached_tokens: int = 0  # prompt tokens read from the provider's prompt cache
     cache_write_tokens: int = 0  # prompt tokens written to it (Anthropic's cache creation)
+    # Completion tokens spent reasoning, already inside `completion_tokens` (as OpenAI counts
+    # them); None when the upstream does not report them apart (Anthropic).
+    reasoning_tokens: int | None = None
 
     @classmethod
     def from_openai(cls, usage: JSONObject | None) -> Usage | None:
@@ -30,11 +33,20 @@ class Usage:
             prompt_tokens=_count(usage.get("prompt_tokens")),
             completion_tokens=_count(usage.get("completion_tokens")),
             cached_tokens=_count(cached),
+            reasoning_tokens=reported_count(
+                usage.get("completion_tokens_details"), "reasoning_tokens"
+            ),
         )
 
 
 def _count(value: object) -> int:
     return value if isinstance(value, int) and value > 0 else 0
+
+
+def reported_count(details: object, key: str) -> int | None:
+    """`details[key]` when the upstream reported it (0 included), else None."""
+    value = details.get(key) if isinstance(details, dict) else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +108,11 @@ class ChatStream(Protocol):
     @property
     def content_events(self) -> int:
         """Events forwarded so far: a token estimate if the client hangs up."""
+        ...
+
+    @property
+    def usage_final(self) -> bool:
+        """True once `usage` holds the upstream's final count (not a running or partial one)."""
         ...
 
     def __aiter__(self) -> AsyncIterator[bytes]: ...

@@ -111,6 +111,10 @@ class GeminiStream:
         self._provider = provider
         self._translator = translator
 
+    @property
+    def usage_final(self) -> bool:
+        return self._translator.usage_final
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 

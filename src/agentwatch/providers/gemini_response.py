@@ -18,7 +18,7 @@ from agentwatch.errors import (
     UpstreamRejected,
     UpstreamTimeout,
 )
-from agentwatch.providers.base import JSONObject, Usage
+from agentwatch.providers.base import JSONObject, Usage, reported_count
 from agentwatch.providers.gemini_wire import embedding_inputs
 from agentwatch.upstream import upstream_error
 
@@ -116,6 +116,7 @@ def usage_from_metadata(metadata: object) -> Usage | None:
         completion_tokens=_count(metadata, "candidatesTokenCount")
         + _count(metadata, "thoughtsTokenCount"),
         cached_tokens=_count(metadata, "cachedContentTokenCount"),
+        reasoning_tokens=reported_count(metadata, "thoughtsTokenCount"),
     )
 
 

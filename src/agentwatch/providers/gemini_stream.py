@@ -42,6 +42,12 @@ class GeminiStreamTranslator:
         self._choices: dict[int, _Choice] = {}
         self._blocked = False
 
+    @property
+    def usage_final(self) -> bool:
+        """Counts are running totals; the last event (every candidate finished) has the answer's."""
+        choices = self._choices.values()
+        return self.usage is not None and bool(choices) and all(c.finish for c in choices)
+
     def feed(self, event: JSONObject) -> list[JSONObject]:
         metadata = event.get("usageMetadata")
         if isinstance(metadata, dict):

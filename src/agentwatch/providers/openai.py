@@ -8,7 +8,13 @@ import orjson
 
 from agentwatch.errors import UpstreamError
 from agentwatch.http_client import Response
-from agentwatch.providers.base import ChatResult, JSONObject, ProviderConfig, Usage
+from agentwatch.providers.base import (
+    ChatResult,
+    JSONObject,
+    ProviderConfig,
+    Usage,
+    reported_count,
+)
 from agentwatch.upstream import (
     USER_AGENT,
     UpstreamClient,
@@ -115,6 +121,11 @@ class OpenAIStream:
         self._forward_usage = forward_usage
         self.content_events = 0
 
+    @property
+    def usage_final(self) -> bool:
+        """OpenAI reports usage once, in the stream's last chunk."""
+        return self.usage is not None
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._events()
 
@@ -187,6 +198,7 @@ def responses_usage(usage: JSONObject | None) -> Usage | None:
         completion_tokens=_count(usage.get("output_tokens")),
         cached_tokens=_count(details.get("cached_tokens")),
         cache_write_tokens=_count(details.get("cache_write_tokens")),
+        reasoning_tokens=reported_count(usage.get("output_tokens_details"), "reasoning_tokens"),
     )
 
 

@@ -77,6 +77,10 @@ class HeldStream:
     def content_events(self) -> int:
         return self._stream.content_events
 
+    @property
+    def usage_final(self) -> bool:
+        return self._stream.usage_final
+
     def __aiter__(self) -> AsyncIterator[bytes]:
         return self._stream.__aiter__()
 
