@@ -314,6 +314,7 @@ CASES = [
     _case("models delete", ADMINS, lambda w: ("DELETE", f"/api/models/{w.model()}", None)),
     # ledger and audit trail
     _case("usage read", EVERYONE, lambda w: ("GET", "/api/usage/records", None)),
+    _case("usage summary", EVERYONE, lambda w: ("GET", "/api/usage/summary", None)),
     _case("audit read", ADMINS, lambda w: ("GET", "/api/audit-logs", None)),
     # DLP
     _case("dlp detectors list", EVERYONE, lambda w: ("GET", "/api/dlp/detectors", None)),

@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, HTTPException, Query
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from agentwatch.admin.deps import AdminContext, require
 from agentwatch.admin.fields import as_utc
 from agentwatch.usage.queries import BadCursor, UsageFilter, list_usage_records
+from agentwatch.usage.summary import GROUP_KEYS, GroupKey, SummaryQuery, usage_summary
 
 router = APIRouter(prefix="/api/usage", tags=["usage"])
 _Text = Annotated[str | None, Query(max_length=200)]
@@ -77,3 +78,97 @@ async def usage_records(
     except BadCursor as exc:
         raise HTTPException(400, str(exc)) from exc
     return UsagePage.model_validate({"data": rows, "next_cursor": next_cursor})
+
+
+DEFAULT_SUMMARY_DAYS = 30
+MAX_SUMMARY_DAYS = 3660
+
+
+class UsageSummaryRow(BaseModel):
+    """The group keys asked for (only those), then the totals. A null team, tenant, key or
+    provider groups the calls that had none."""
+
+    day: date | None = None
+    model: str | None = None
+    provider: str | None = None
+    team_id: int | None = None
+    tenant_id: int | None = None
+    api_key_id: int | None = None
+    requests: int
+    errors: int = Field(description="calls answered with a status of 400 or more")
+    prompt_tokens: int
+    completion_tokens: int
+    cached_tokens: int
+    reasoning_tokens: int
+    cost_usd: float
+    cost_nanousd: int
+    unknown_cost_requests: int = Field(
+        description="calls whose cost is unknown (no usage reported, or no price): not in cost"
+    )
+
+
+class UsageSummary(BaseModel):
+    group_by: list[GroupKey]
+    from_: date = Field(alias="from")
+    to: date
+    data: list[UsageSummaryRow]
+
+
+@router.get("/summary", response_model=UsageSummary, response_model_exclude_unset=True)
+async def usage_summary_route(
+    ctx: Annotated[AdminContext, require("usage:read")],
+    group_by: Annotated[
+        list[str],
+        Query(
+            max_length=6,
+            description="one or more of day, model, provider, team, tenant, key; repeated or "
+            "comma-separated; none: one row of totals",
+        ),
+    ] = [],  # noqa: B006 (FastAPI copies query defaults)
+    start: Annotated[
+        date | None, Query(alias="from", description="first UTC day (default: 29 days before to)")
+    ] = None,
+    to: Annotated[
+        date | None, Query(description="last UTC day, inclusive (default: today)")
+    ] = None,
+    tenant_id: Annotated[int | None, Query(ge=1, lt=2**63)] = None,
+    team_id: Annotated[int | None, Query(ge=1, lt=2**63)] = None,
+    model: Annotated[str | None, Query(max_length=200)] = None,
+    provider: Annotated[str | None, Query(max_length=200)] = None,
+) -> UsageSummary:
+    keys = _group_keys(group_by)
+    today = datetime.now(UTC).date()
+    last = to or today
+    first = start or last - timedelta(days=DEFAULT_SUMMARY_DAYS - 1)
+    if first > last:
+        raise HTTPException(422, "'from' is after 'to'")
+    if (last - first).days >= MAX_SUMMARY_DAYS:
+        raise HTTPException(422, f"a summary spans at most {MAX_SUMMARY_DAYS} days")
+    query = SummaryQuery(
+        org_id=ctx.org_id,
+        group_by=keys,
+        first_day=first,
+        last_day=last,
+        today=today,
+        tenant_id=tenant_id,
+        team_id=team_id,
+        model=model,
+        provider=provider,
+    )
+    rows = await usage_summary(ctx.session, query)
+    return UsageSummary.model_validate(
+        {"group_by": list(keys), "from": first, "to": last, "data": rows}
+    )
+
+
+def _group_keys(values: list[str]) -> tuple[GroupKey, ...]:
+    keys: list[GroupKey] = []
+    for value in values:
+        for name in (part.strip() for part in value.split(",")):
+            if name not in GROUP_KEYS:
+                raise HTTPException(
+                    422, f"cannot group by '{name[:40]}': use {', '.join(GROUP_KEYS)}"
+                )
+            if name not in keys:
+                keys.append(name)
+    return tuple(keys)
