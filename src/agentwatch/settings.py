@@ -12,6 +12,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 DEV_SECRETS_FILE = "dev-secrets.json"
 
@@ -47,6 +48,9 @@ class Settings:
     # Browser origins allowed to call the gateway cross-origin (AGENTWATCH_CORS_ORIGINS);
     # none by default.
     cors_origins: tuple[str, ...] = ()
+    # What rate limits and budgets do when Redis is unreachable
+    # (AGENTWATCH_LIMITS_REDIS_FAILURE): "open" decides in-process, "closed" refuses (503).
+    limits_redis_failure: Literal["open", "closed"] = "open"
 
     @property
     def embedded_database(self) -> bool:
@@ -105,7 +109,17 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
             parse_encryption_key(raw) for raw in _list(env, "ENCRYPTION_KEY_PREVIOUS")
         ),
         cors_origins=tuple(_list(env, "AGENTWATCH_CORS_ORIGINS")),
+        limits_redis_failure=_failure_policy(env),
     )
+
+
+def _failure_policy(env: Mapping[str, str]) -> Literal["open", "closed"]:
+    value = (env.get("AGENTWATCH_LIMITS_REDIS_FAILURE") or "open").strip().lower()
+    if value == "open":
+        return "open"
+    if value == "closed":
+        return "closed"
+    raise SettingsError(f"AGENTWATCH_LIMITS_REDIS_FAILURE must be open or closed, got {value!r}")
 
 
 def _list(env: Mapping[str, str], name: str) -> list[str]:
