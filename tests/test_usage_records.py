@@ -92,15 +92,16 @@ def test_embeddings_are_recorded(gateway: Gateway) -> None:
 
 
 @pytest.mark.parametrize(
-    ("body", "status", "error_type"),
+    ("body", "status", "error_type", "cost"),
     [
-        ({"model": "no-such-model", "messages": MESSAGES}, 400, "model_not_found"),
-        ({"model": "broken", "messages": MESSAGES}, 502, "upstream_error"),
-        ({"model": "gpt-4o-mini", "messages": "hi"}, 400, "invalid_request_error"),
+        ({"model": "no-such-model", "messages": MESSAGES}, 400, "model_not_found", 0),
+        # The upstream answered without a count: unknown, not zero.
+        ({"model": "broken", "messages": MESSAGES}, 502, "upstream_error", None),
+        ({"model": "gpt-4o-mini", "messages": "hi"}, 400, "invalid_request_error", 0),
     ],
 )
 def test_failed_and_refused_calls_are_recorded(
-    gateway: Gateway, body: dict[str, object], status: int, error_type: str
+    gateway: Gateway, body: dict[str, object], status: int, error_type: str, cost: int | None
 ) -> None:
     response = httpx.post(
         f"{gateway.url}/v1/chat/completions",
@@ -110,7 +111,7 @@ def test_failed_and_refused_calls_are_recorded(
     assert response.status_code == status
     row = row_for(gateway, response.headers["x-request-id"])
     assert row["status"] == status and row["error_type"] == error_type
-    assert row["cost_usd"] == 0
+    assert row["cost_usd"] == cost
 
 
 def test_client_disconnect_mid_stream_is_recorded(gateway: Gateway) -> None:

@@ -38,8 +38,10 @@ from agentwatch.routing.shared import SharedCircuits
 from agentwatch.settings import Settings
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import TenantAuthenticator
+from agentwatch.tokens import TokenCounter
 from agentwatch.upstream import ProxySettings, UpstreamClient
 from agentwatch.usage.recorder import UsageRecorder
+from agentwatch.usage.rollup import RollupJob
 
 log = logging.getLogger(__name__)
 CATALOG_REFRESH_SECONDS = 10.0
@@ -147,6 +149,7 @@ async def start_state(
         sessions, settings.data_dir / USAGE_SPILL_FILE, settings.usage_flush_seconds
     )
     await recorder.start()
+    tokens = await asyncio.to_thread(TokenCounter.from_environment, settings.data_dir)
     return AppState(
         settings=settings,
         engine=engine,
@@ -158,6 +161,7 @@ async def start_state(
         router=Router(),
         scanner=scanner,
         dlp=dlp,
+        tokens=tokens,
     )
 
 
@@ -179,6 +183,9 @@ async def _lifespan(
     gc.collect()
     gc.freeze()
     background = [asyncio.create_task(_refresh_forever(state), name="catalog-refresh")]
+    background.append(
+        asyncio.create_task(RollupJob(state.sessions).run_forever(), name="usage-rollup")
+    )
     shared = _shared_circuits(settings)
     if shared is not None:
         state.router.shared = shared

@@ -14,6 +14,7 @@ from agentwatch.dlp.policy import PolicyBook, load_policy_book
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
 from agentwatch.tenant_auth import TenantAuthenticator
+from agentwatch.tokens import TokenCounter
 from agentwatch.upstream import UpstreamClient
 from agentwatch.usage.recorder import UsageRecorder
 
@@ -31,6 +32,7 @@ class AppState:
     scanner: Scanner
     dlp: PolicyBook
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
+    tokens: TokenCounter = field(default_factory=TokenCounter)  # default: approximate counts
 
     async def reload_catalog(self) -> None:
         """Rebuild the routing table and the DLP policies from the database (the background

@@ -12,7 +12,7 @@ from agentwatch.catalog import Route
 from agentwatch.errors import GatewayError
 from agentwatch.frontends import messages_wire
 from agentwatch.frontends.messages_stream import MessagesStreamTranslator, NativeStreamRelay
-from agentwatch.providers.base import JSONObject, Provider, speaks_messages
+from agentwatch.providers.base import JSONObject, Provider, Usage, speaks_messages
 from agentwatch.proxy.asgi_io import Receive, Send
 from agentwatch.proxy.call import Call
 from agentwatch.proxy.frontend import ProxyContext, Reply
@@ -57,7 +57,7 @@ async def handle_count_tokens(
             tokens = await adapter.count_tokens(native, call.forward_headers)
         else:
             tokens = messages_wire.estimate_input_tokens(payload)
-        return Reply(body=orjson.dumps({"input_tokens": tokens}))
+        return Reply(body=orjson.dumps({"input_tokens": tokens}), usage=Usage())
 
     await proxy.serve(call, attempt, receive, send)
 

@@ -127,6 +127,7 @@ class ProxyApp:
         body = await read_body(receive, state.settings.max_body_bytes, headers.content_length)
         call.body_bytes = len(body)
         payload = validation.parse_json_object(body)
+        call.payload = payload
         call.model = validation.model_name(payload)
         inspect_request(state, call, path, payload)
         await endpoint.handler(self, call, payload, receive, send)
@@ -244,12 +245,11 @@ class ProxyApp:
             watcher.cancel()
             await asyncio.gather(pump, watcher, return_exceptions=True)
             call.usage = stream.usage
-            call.streamed_events = stream.content_events
             await stream.aclose()
         # A client may close as soon as it has the last event, while the relay still waits for
         # the upstream's end of stream: with the final usage in hand the answer was complete.
-        if hung_up and stream.usage is None:
-            call.client_gone()
+        if hung_up and not stream.usage_final:
+            call.hung_up_mid_stream(stream.usage, self._state().tokens)
             return
         if not hung_up:
             pump.result()
@@ -264,6 +264,7 @@ class ProxyApp:
     ) -> None:
         try:
             async for event in stream:
+                call.streamed.add(event)  # metered from these if the client leaves early
                 out = event if translator is None else translator.translate(event)
                 if guard is not None:
                     out = guard.feed(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,8 +11,10 @@ from datetime import UTC, datetime
 from agentwatch.catalog import Catalog, Route
 from agentwatch.dlp.inspect import Inspection
 from agentwatch.errors import GatewayError
-from agentwatch.providers.base import Usage
+from agentwatch.providers.base import JSONObject, Usage
 from agentwatch.tenant_auth import Principal
+from agentwatch.token_text import StreamedText
+from agentwatch.tokens import TokenCounter
 from agentwatch.usage.recorder import ConversationEvent, UsageEvent
 
 CLIENT_CLOSED_STATUS = 499  # nginx's code for "client closed the request"
@@ -38,7 +41,8 @@ class Call:
     forward_headers: dict[str, str] = field(default_factory=dict)
     tags: frozenset[str] = frozenset()  # only routes carrying all of them may serve the call
     render_error: Callable[[GatewayError], bytes] = GatewayError.to_json
-    streamed_events: int = 0
+    payload: JSONObject | None = None  # the request as parsed: its prompt, counted if need be
+    streamed: StreamedText = field(default_factory=StreamedText)  # events the upstream sent
     dlp: Inspection | None = None  # set when the caller's DLP policy scans anything
 
     def failed(self, error: GatewayError) -> None:
@@ -53,21 +57,30 @@ class Call:
         if self.first_byte_at is None:
             self.first_byte_at = time.perf_counter()
 
-    def _estimated_usage(self) -> Usage:
-        """Without the upstream's count (the client hung up first), bill what was sent:
-        about 4 bytes of request per prompt token, about one token per streamed event."""
-        if not self.streamed_events:
-            return Usage()
-        return Usage(
-            prompt_tokens=max(1, self.body_bytes // 4), completion_tokens=self.streamed_events
-        )
+    def hung_up_mid_stream(self, reported: Usage | None, tokens: TokenCounter) -> None:
+        """The client left before the upstream's final count: meter what the upstream produced
+        all the same. Completion: the tokens of the text it streamed so far (at least what it
+        reported so far). Prompt: its own count if it gave one, else the request counted here."""
+        self.client_gone()
+        model = self.route.upstream_model if self.route is not None else self.model
+        produced = sum(tokens.count_text_tokens(text, model) for text in self.streamed.texts())
+        if reported is None:
+            prompt = tokens.count_prompt_tokens(self.endpoint, self.payload or {}, model)
+            self.usage = Usage(prompt_tokens=prompt, completion_tokens=produced)
+        else:
+            completion = max(reported.completion_tokens, produced)
+            self.usage = dataclasses.replace(reported, completion_tokens=completion)
 
     def usage_event(self, catalog: Catalog) -> UsageEvent | None:
         if self.principal is None:
             return None
         ended = time.perf_counter()
-        usage = self.usage or self._estimated_usage()
-        price = catalog.price_for(self.principal.org_id, self.route, self.model)
+        usage, cost = self.usage, None
+        if usage is not None:
+            cost = catalog.cost_nanousd(self.principal.org_id, self.route, self.model, usage)
+        elif self.attempts == 0:
+            usage, cost = Usage(), 0  # refused before any upstream saw it: nothing to pay
+        # Otherwise an upstream answered without a count: tokens and cost unknown (NULL).
         return UsageEvent(
             request_id=self.request_id,
             created_at=self.created_at,
@@ -81,13 +94,14 @@ class Call:
             stream=self.stream,
             status=self.status,
             error_type=self.error_type,
-            prompt_tokens=usage.prompt_tokens,
-            completion_tokens=usage.completion_tokens,
-            cached_tokens=usage.cached_tokens,
-            cache_write_tokens=usage.cache_write_tokens,
+            prompt_tokens=usage.prompt_tokens if usage else None,
+            completion_tokens=usage.completion_tokens if usage else None,
+            cached_tokens=usage.cached_tokens if usage else 0,
+            cache_write_tokens=usage.cache_write_tokens if usage else 0,
+            reasoning_tokens=usage.reasoning_tokens if usage else None,
             attempts=self.attempts,
             team_id=self.principal.team_id,
-            cost_nanousd=price.cost_nanousd(usage) if price else 0,
+            cost_nanousd=cost,
             latency_ms=round((ended - self.started) * 1000, 3),
             ttft_ms=(
                 round((self.first_byte_at - self.started) * 1000, 3)
