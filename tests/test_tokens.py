@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import importlib.util
 import logging
 import math
 import socket
@@ -357,3 +358,15 @@ def test_streamed_text_keeps_long_streams_as_text() -> None:
 def test_count_rounds_up_per_string() -> None:
     assert TokenCounter().count_text_tokens("x" * 9, "x") == math.ceil(9 / 4)
     assert TokenCounter().count_text_tokens("", "gpt-4o") == 0
+
+
+def test_the_speed_benchmark_runs(capsys: pytest.CaptureFixture[str]) -> None:
+    """bench/token_count.py on tiny inputs, so it cannot rot between benchmark runs."""
+    spec = importlib.util.spec_from_file_location(
+        "token_count", Path(__file__).resolve().parent.parent / "bench" / "token_count.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    report = bench.main(["--sizes", "100,2000", "--runs", "1", "--vocabulary", "2000"])
+    assert "| 2,000 |" in report and "2000 ranks" in capsys.readouterr().out
