@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Iterator
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -17,10 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from agentwatch.db.engine import create_engine, session_factory
 from agentwatch.db.migrate import upgrade_database
 from agentwatch.db.models import Conversation, UsageRecord
-from agentwatch.settings import normalise_database_url
-from agentwatch.usage.recorder import ConversationEvent, UsageEvent, UsageRecorder
+from agentwatch.settings import SettingsError, load_settings, normalise_database_url
+from agentwatch.usage.recorder import BATCH_SIZE, ConversationEvent, UsageEvent, UsageRecorder
 from tests.conftest import BACKENDS
-from tests.support import PG_ADMIN_DSN, database
+from tests.support import PG_ADMIN_DSN, database, pg_admin
 
 START = datetime(2025, 3, 1, 12, 30, 15, 123456, tzinfo=UTC)
 
@@ -163,9 +165,9 @@ async def test_a_spill_that_cannot_be_replayed_yet_is_kept(
     spill.write_bytes(content)
     await lose_database(backend, failing)
     recorder = UsageRecorder(session_factory(failing), spill)
-    await recorder.start()  # the database is gone: the rows wait in the queue
-    assert recorder.pending == 3
-    await recorder.close()  # and go back to the spill file, once each
+    await recorder.start()  # the database is gone: the rows wait in the spill file
+    assert (recorder.pending, recorder.spilled, recorder.backlog) == (0, 3, 3)
+    await recorder.close()  # and stay there, once each
     assert spill.read_bytes() == content
 
 
@@ -217,3 +219,353 @@ async def test_conversation_rows_are_written_and_survive_a_lost_database(
     await successor.close()
     assert await stored_conversations(working) == [("req-0002", conversation(2).dlp_events, 95.0)]
     assert [e.request_id for e in await stored(working)] == ["req-0002"]
+
+
+class Outage:
+    """Takes a test database away and brings it back, as a stopped server would: PostgreSQL
+    refuses connections to it, SQLite finds a directory where the file was."""
+
+    def __init__(self, backend: str, engine: AsyncEngine) -> None:
+        self.backend = backend
+        self.engine = engine
+        name = engine.url.database
+        assert name is not None
+        self.name = name
+
+    async def begin(self) -> None:
+        await self.engine.dispose()
+        if self.backend == "postgres":
+            await pg_admin(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS false')
+            await pg_admin(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                f"WHERE datname = '{self.name}'"
+            )
+            return
+        move_sqlite_away(Path(self.name))
+
+    async def end(self) -> None:
+        if self.backend == "postgres":
+            await pg_admin(f'ALTER DATABASE "{self.name}" WITH ALLOW_CONNECTIONS true')
+            return
+        bring_sqlite_back(Path(self.name))
+
+
+def move_sqlite_away(path: Path) -> None:
+    for file in path.parent.glob(path.name + "*"):
+        file.rename(file.with_name(file.name + ".away"))
+    path.mkdir()
+
+
+def bring_sqlite_back(path: Path) -> None:
+    path.rmdir()
+    for file in path.parent.glob(path.name + "*.away"):
+        file.rename(file.with_name(file.name.removesuffix(".away")))
+
+
+async def ledger_order(engine: AsyncEngine) -> list[str]:
+    """Request ids in the order they were inserted."""
+    async with session_factory(engine)() as session:
+        ids = await session.scalars(select(UsageRecord.request_id).order_by(UsageRecord.id))
+        return list(ids)
+
+
+async def settled(condition: Callable[[], bool]) -> None:
+    """Let the recorder's background tasks run until `condition` holds (bounded, not timed)."""
+    for _ in range(2000):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError("the recorder did not settle")
+
+
+def spilled_usage_ids(spill: Path) -> list[str]:
+    rows = [orjson.loads(line) for line in spill.read_bytes().splitlines()]
+    return [row["request_id"] for row in rows if "_conversation" not in row]
+
+
+def tagged(i: int) -> ConversationEvent:
+    return dataclasses.replace(conversation(i), request_id=f"conv-{i:04d}")
+
+
+async def test_past_max_pending_the_oldest_rows_wait_on_disk_and_come_back_in_order(
+    backend: str, engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    engine, _ = engines
+    spill = tmp_path / "usage-spill.jsonl"
+    outage = Outage(backend, engine)
+    # The writer sleeps (60 s, and no batch fills up): only the spiller moves rows here.
+    recorder = UsageRecorder(session_factory(engine), spill, flush_interval=60, max_pending=10)
+    await recorder.start()
+    events = [event(i) for i in range(47)]
+    talks = [tagged(i) for i in range(0, len(events), 6)]
+    await outage.begin()
+    try:
+        for n, start in enumerate(range(0, len(events), 6)):
+            for item in events[start : start + 6]:
+                recorder.record(item)
+            recorder.record_conversation(talks[n])
+            await settled(lambda: recorder.pending <= 10)
+        assert recorder.backlog == len(events) + len(talks)
+        assert recorder.spilled == len(spill.read_bytes().splitlines()) > 0
+        on_disk = spilled_usage_ids(spill)
+        assert on_disk == [e.request_id for e in events[: len(on_disk)]]  # the oldest, in order
+    finally:
+        await outage.end()
+    await recorder.flush()
+    assert (recorder.backlog, spill.exists()) == (0, False)
+    assert await ledger_order(engine) == [e.request_id for e in events]
+    assert await stored(engine) == events
+    assert [c[0] for c in await stored_conversations(engine)] == [t.request_id for t in talks]
+    await recorder.close()
+    assert len(await stored(engine)) == len(events)
+
+
+async def test_the_running_writer_catches_up_once_the_database_returns(
+    backend: str, engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    engine, _ = engines
+    spill = tmp_path / "usage-spill.jsonl"
+    outage = Outage(backend, engine)
+    recorder = UsageRecorder(session_factory(engine), spill, flush_interval=0.01, max_pending=25)
+    await recorder.start()
+    events = [event(i) for i in range(1200)]
+    await outage.begin()
+    try:
+        for start in range(0, len(events), 40):
+            for item in events[start : start + 40]:
+                recorder.record(item)
+            # Memory stays bounded however long the outage lasts; the rest is on disk.
+            await settled(lambda: recorder.pending <= 25)
+        assert recorder.backlog == len(events)
+        # In memory: at most the limit, plus the one batch the writer keeps retrying.
+        assert recorder.backlog - recorder.spilled <= 25 + BATCH_SIZE
+    finally:
+        await outage.end()
+    # No flush from the test: the background writer finds the database back by itself.
+    await settled(lambda: recorder.backlog == 0)
+    await settled(lambda: not spill.exists())
+    assert await ledger_order(engine) == [e.request_id for e in events]
+    await recorder.close()
+    assert await stored(engine) == events
+
+
+async def test_a_write_that_may_have_committed_is_checked_before_it_is_retried(
+    backend: str, engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    engine, _ = engines
+    outage = Outage(backend, engine)
+    recorder = UsageRecorder(session_factory(engine), tmp_path / "spill.jsonl", flush_interval=60)
+    await recorder.start()
+    events = [event(i) for i in range(4)]
+    for item in events:
+        recorder.record(item)
+    await outage.begin()
+    try:
+        with pytest.raises(SQLAlchemyError):
+            await recorder.flush()
+    finally:
+        await outage.end()
+    # As if the failed attempt's commit had landed before its connection broke: two of its
+    # rows are in the ledger, and the recorder cannot know.
+    helper = UsageRecorder(session_factory(engine), tmp_path / "other.jsonl")
+    for item in events[1:3]:
+        helper.record(item)
+    await helper.flush()
+    await recorder.flush()
+    assert await stored(engine) == events
+    recorder.record(event(9))  # a batch after a clean write is not checked, but written once
+    await recorder.close()
+    assert await stored(engine) == [*events, event(9)]
+
+
+async def test_replaying_a_spill_file_skips_rows_a_crashed_process_had_written(
+    engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    engine, _ = engines
+    spill = tmp_path / "usage-spill.jsonl"
+    events = [event(i) for i in range(12)]
+    first = UsageRecorder(session_factory(engine), tmp_path / "first.jsonl")
+    for item in events[:8]:
+        first.record(item)
+    first.record_conversation(conversation(2))
+    await first.flush()
+    # It crashed after writing those rows and before it could remove them from the file.
+    lines = [orjson.dumps(dataclasses.asdict(e)) + b"\n" for e in events]
+    lines.insert(3, orjson.dumps({**conversation(2).as_row(), "_conversation": True}) + b"\n")
+    lines.append(orjson.dumps({**conversation(11).as_row(), "_conversation": True}) + b"\n")
+    spill.write_bytes(b"".join(lines))
+    successor = UsageRecorder(session_factory(engine), spill)
+    await successor.start()
+    await successor.close()
+    assert await stored(engine) == events
+    assert [c[0] for c in await stored_conversations(engine)] == ["req-0002", "req-0011"]
+    assert not spill.exists()
+
+
+async def test_torn_and_unreadable_spill_lines_are_set_aside(
+    engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    engine, _ = engines
+    spill = tmp_path / "usage-spill.jsonl"
+    good = [orjson.dumps(dataclasses.asdict(event(i))) + b"\n" for i in range(4)]
+    garbage = b'{"request_id": "half a row"}\n'
+    torn = orjson.dumps(dataclasses.asdict(event(5)))[:40]  # a crash mid-append
+    spill.write_bytes(b"".join([*good[:2], garbage, *good[2:], torn]))
+    recorder = UsageRecorder(session_factory(engine), spill)
+    await recorder.start()
+    await recorder.close()
+    assert await stored(engine) == [event(i) for i in range(4)]
+    assert not spill.exists()
+    rejected = (tmp_path / "usage-spill.jsonl.rejected").read_bytes().splitlines()
+    assert sorted(rejected) == sorted([torn, garbage.rstrip()])
+
+
+async def test_a_spill_file_left_behind_gets_new_rows_on_a_line_of_their_own(
+    backend: str, engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    engine, _ = engines
+    spill = tmp_path / "usage-spill.jsonl"
+    torn = orjson.dumps(dataclasses.asdict(event(0)))[:25]
+    spill.write_bytes(orjson.dumps(dataclasses.asdict(event(1))) + b"\n" + torn)
+    outage = Outage(backend, engine)
+    await outage.begin()
+    try:
+        recorder = UsageRecorder(session_factory(engine), spill, max_pending=1)
+        await recorder.start()
+        for i in (2, 3, 4):
+            recorder.record(event(i))
+        await settled(lambda: recorder.spilled == 4)  # past the limit of one: all three
+        assert spilled_usage_ids(spill) == [f"req-{i:04d}" for i in (1, 2, 3, 4)]
+    finally:
+        await outage.end()
+    await recorder.close()
+    assert [e.request_id for e in await stored(engine)] == [f"req-{i:04d}" for i in (1, 2, 3, 4)]
+
+
+class LedgerLock:
+    """Another connection holding the ledger's write lock, so inserts wait behind it."""
+
+    def __init__(self, backend: str, engine: AsyncEngine) -> None:
+        self.backend = backend
+        name = engine.url.database
+        assert name is not None
+        self.name = name
+        self.pg: asyncpg.Connection | None = None
+        self.sqlite: sqlite3.Connection | None = None
+
+    async def take(self) -> None:
+        if self.backend == "postgres":
+            self.pg = await asyncpg.connect(f"{PG_ADMIN_DSN.rsplit('/', 1)[0]}/{self.name}")
+            await self.pg.execute("BEGIN")
+            await self.pg.execute("LOCK TABLE usage_records IN EXCLUSIVE MODE")
+            return
+        self.sqlite = sqlite3.connect(self.name, isolation_level=None)
+        self.sqlite.execute("BEGIN EXCLUSIVE")
+
+    async def waiting_writers(self) -> list[int]:
+        """PostgreSQL backends blocked on the lock."""
+        assert self.pg is not None
+        rows = await self.pg.fetch(
+            "SELECT pid FROM pg_stat_activity WHERE datname = $1 AND wait_event_type = 'Lock'",
+            self.name,
+        )
+        return [row["pid"] for row in rows]
+
+    async def release(self) -> None:
+        if self.pg is not None:
+            await self.pg.execute("ROLLBACK")
+            await self.pg.close()
+        if self.sqlite is not None:
+            self.sqlite.execute("ROLLBACK")
+            self.sqlite.close()
+
+
+async def test_a_batch_spilled_while_its_write_waits_is_written_once(
+    backend: str, engines: tuple[AsyncEngine, AsyncEngine], tmp_path: Path
+) -> None:
+    engine, _ = engines
+    spill = tmp_path / "usage-spill.jsonl"
+    recorder = UsageRecorder(session_factory(engine), spill, flush_interval=60, max_pending=10)
+    await recorder.start()
+    events = [event(i) for i in range(30)]
+    lock = LedgerLock(backend, engine)
+    await lock.take()
+    try:
+        for item in events[:8]:
+            recorder.record(item)
+        writing = asyncio.create_task(recorder.flush())
+        await settled(lambda: recorder.pending == 0)  # the batch is taken: its INSERT waits
+        for item in events[8:]:
+            recorder.record(item)
+        # The waiting batch is older than the rest: it goes to the file first.
+        await settled(lambda: recorder.spilled == len(events))
+        assert spilled_usage_ids(spill) == [e.request_id for e in events]
+    finally:
+        await lock.release()
+    await writing  # its write succeeds after all; the replay then skips those 8 rows
+    assert (recorder.backlog, spill.exists()) == (0, False)
+    assert await ledger_order(engine) == [e.request_id for e in events]
+    await recorder.close()
+    assert await stored(engine) == events
+
+
+@pytest.fixture
+def postgres_url(tmp_path: Path) -> Iterator[str]:
+    with database("postgres", tmp_path) as url:
+        yield normalise_database_url(url)
+
+
+# PostgreSQL only: a waiting SQLite writer cannot be made to fail short of its 30 s busy timeout.
+async def test_a_batch_spilled_while_its_write_waits_survives_the_write_failing(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    engine = create_engine(postgres_url)
+    try:
+        await upgrade_database(engine)
+        await spilled_batch_whose_write_fails(engine, tmp_path)
+    finally:
+        await engine.dispose()
+
+
+async def spilled_batch_whose_write_fails(engine: AsyncEngine, tmp_path: Path) -> None:
+    spill = tmp_path / "usage-spill.jsonl"
+    recorder = UsageRecorder(session_factory(engine), spill, flush_interval=60, max_pending=10)
+    await recorder.start()
+    events = [event(i) for i in range(30)]
+    lock = LedgerLock("postgres", engine)
+    await lock.take()
+    try:
+        for item in events[:8]:
+            recorder.record(item)
+        writing = asyncio.create_task(recorder.flush())
+        await settled(lambda: recorder.pending == 0)
+        for item in events[8:]:
+            recorder.record(item)
+        await settled(lambda: recorder.spilled == len(events))
+        waiting: list[int] = []
+        for _ in range(2000):
+            waiting = await lock.waiting_writers()
+            if waiting:
+                break
+            await asyncio.sleep(0.005)
+        assert len(waiting) == 1
+        await pg_admin(f"SELECT pg_terminate_backend({waiting[0]})")
+        with pytest.raises(SQLAlchemyError):
+            await writing
+        # The failed batch is not requeued: its copy in the spill file stands for it.
+        assert (recorder.pending, recorder.backlog) == (0, len(events))
+    finally:
+        await lock.release()
+    await recorder.flush()
+    assert await ledger_order(engine) == [e.request_id for e in events]
+    await recorder.close()
+    assert await stored(engine) == events
+
+
+def test_the_memory_limit_is_a_setting(tmp_path: Path) -> None:
+    base = {"AGENTWATCH_DATA_DIR": str(tmp_path), "JWT_SECRET": "j", "ENCRYPTION_KEY": "k"}
+    assert load_settings(base).usage_max_pending == 50_000
+    assert load_settings({**base, "AGENTWATCH_USAGE_MAX_PENDING": "7"}).usage_max_pending == 7
+    for bad in ("0", "-3", "many"):
+        with pytest.raises(SettingsError, match="AGENTWATCH_USAGE_MAX_PENDING"):
+            load_settings({**base, "AGENTWATCH_USAGE_MAX_PENDING": bad})

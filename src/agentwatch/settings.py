@@ -41,6 +41,8 @@ class Settings:
     no_proxy: str | None
     log_level: str
     usage_flush_seconds: float = 0.2
+    # Usage rows kept in memory while the database is away; past it the oldest are spilled.
+    usage_max_pending: int = 50_000
     generated_secrets: bool = False
     # Keys that provider secrets may still be encrypted with (ENCRYPTION_KEY_PREVIOUS);
     # `agentwatch keys rotate-encryption` moves everything onto `encryption_key`.
@@ -104,6 +106,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         no_proxy=env.get("NO_PROXY") or env.get("no_proxy") or None,
         log_level=(env.get("LOG_LEVEL") or "INFO").upper(),
         usage_flush_seconds=_float(env, "AGENTWATCH_USAGE_FLUSH_SECONDS", 0.2),
+        usage_max_pending=_positive_int(env, "AGENTWATCH_USAGE_MAX_PENDING", 50_000),
         generated_secrets=generated,
         previous_encryption_keys=tuple(
             parse_encryption_key(raw) for raw in _list(env, "ENCRYPTION_KEY_PREVIOUS")
@@ -181,6 +184,13 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(value)
     except ValueError as exc:
         raise SettingsError(f"{name} must be an integer, got {value!r}") from exc
+
+
+def _positive_int(env: Mapping[str, str], name: str, default: int) -> int:
+    value = _int(env, name, default)
+    if value < 1:
+        raise SettingsError(f"{name} must be a positive integer, got {value}")
+    return value
 
 
 def _port(env: Mapping[str, str]) -> int:

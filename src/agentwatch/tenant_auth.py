@@ -2,24 +2,54 @@
 
 The admin API calls `forget` / `forget_tenant` after it changes a key or a tenant, so this
 process sees the change at once; other replicas see it when their entry expires (30 s at most,
-5 s for a refusal).
+5 s for a refusal). While the database cannot be reached, a key seen in the last hour keeps its
+last known answer (stale-if-error) and a key never seen gets 503.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 
 from sqlalchemy import select
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from agentwatch.crypto import hash_tenant_key
 from agentwatch.db.models import ApiKey, Tenant, utcnow
+from agentwatch.errors import GatewayError
 
+log = logging.getLogger(__name__)
 POSITIVE_TTL_SECONDS = 30.0
 NEGATIVE_TTL_SECONDS = 5.0
+# How long after its last successful lookup a key's answer may still be served while the
+# database is unreachable, and how long such an answer is reused before the next try.
+STALE_IF_ERROR_SECONDS = 3600.0
+RETRY_AFTER_ERROR_SECONDS = 1.0
 MAX_CACHED_KEYS = 100_000
+# What an unreachable database raises: asyncpg's refused connections and resets come through
+# as OSError, a server shutting down or starting up as a bare DBAPIError, SQLite's lock as
+# OperationalError (a DBAPIError), an exhausted pool as SQLAlchemy's TimeoutError.
+DATABASE_UNREACHABLE = (DBAPIError, PoolTimeout, OSError)
+
+
+class KeyStoreUnavailable(GatewayError):
+    """The key is not in the cache and the database cannot be asked: try again shortly."""
+
+    status = 503
+    type = "server_error"
+    code = "service_unavailable"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the gateway cannot check this API key right now (its database is unreachable); "
+            "retry shortly",
+            headers={"retry-after": "1"},
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,21 +79,29 @@ class _Lookup:
 class _Entry:
     principal: Principal | None
     tenant_id: int | None
-    until: float  # time.monotonic() after which the entry is stale
+    until: float  # clock time after which the entry is looked up again
+    stale_until: float  # clock time after which it may not stand in for a failed lookup
 
 
 class TenantAuthenticator:
-    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._sessions = sessions
+        self._clock = clock
         self._cache: dict[str, _Entry] = {}
         self._inflight: dict[str, asyncio.Future[Principal | None]] = {}
         # Bumped by every forget: a lookup that started before it must not cache what it read.
         self._generation = 0
 
     async def authenticate(self, key: str) -> Principal | None:
+        """The key's principal, None for a refused key; raises `KeyStoreUnavailable` when the
+        database cannot be reached and the key has no recent answer to fall back on."""
         digest = hash_tenant_key(key)
         cached = self._cache.get(digest)
-        now = time.monotonic()
+        now = self._clock()
         if cached is not None and cached.until > now:
             return cached.principal
         # Concurrent misses for one key share a single lookup.
@@ -74,7 +112,12 @@ class TenantAuthenticator:
         self._inflight[digest] = future
         generation = self._generation
         try:
-            found = await self._lookup(digest)
+            try:
+                found = await self._lookup(digest)
+            except DATABASE_UNREACHABLE as exc:
+                principal = self._stale_answer(digest, cached, now, generation, exc)
+                future.set_result(principal)
+                return principal
         except BaseException as exc:
             future.set_exception(exc)
             future.exception()  # retrieved: waiters re-raise it, nobody else needs to
@@ -86,6 +129,24 @@ class TenantAuthenticator:
         if generation == self._generation:
             self._remember(digest, found, now)
         return found.principal
+
+    def _stale_answer(
+        self,
+        digest: str,
+        cached: _Entry | None,
+        now: float,
+        generation: int,
+        error: BaseException,
+    ) -> Principal | None:
+        """The last answer for a key while its lookup fails, if it is recent enough and no
+        admin change dropped it meanwhile; reused for a second before the next try."""
+        if cached is None or cached.stale_until <= now or generation != self._generation:
+            log.warning("API key lookup failed, nothing cached to fall back on: %s", error)
+            raise KeyStoreUnavailable() from error
+        log.warning("API key lookup failed, serving the answer cached before: %s", error)
+        retry_at = min(now + RETRY_AFTER_ERROR_SECONDS, cached.stale_until)
+        self._cache[digest] = replace(cached, until=retry_at)
+        return cached.principal
 
     def forget(self, key_hash: str) -> None:
         """Drop one key (by its stored hash) from this process's cache."""
@@ -104,9 +165,12 @@ class TenantAuthenticator:
         if len(self._cache) >= MAX_CACHED_KEYS:
             self._cache.clear()
         ttl = POSITIVE_TTL_SECONDS if found.principal is not None else NEGATIVE_TTL_SECONDS
+        stale = STALE_IF_ERROR_SECONDS
         if found.seconds_left is not None:
-            ttl = min(ttl, found.seconds_left)  # an expiring key is looked up again once expired
-        self._cache[digest] = _Entry(found.principal, found.tenant_id, now + ttl)
+            # An expiring key is looked up again once expired, and never served past it.
+            ttl = min(ttl, found.seconds_left)
+            stale = min(stale, found.seconds_left)
+        self._cache[digest] = _Entry(found.principal, found.tenant_id, now + ttl, now + stale)
 
     async def _lookup(self, digest: str) -> _Lookup:
         async with self._sessions() as session:

@@ -1,4 +1,11 @@
-"""Batched, off-request writes to the usage ledger; nothing lost on shutdown or a DB blip."""
+"""Batched, off-request writes to the usage ledger; nothing lost while the database is away.
+
+Rows wait in memory up to `max_pending`; past that the oldest go to the spill file, which is
+written back first, in order, as soon as the database answers again (or at the next start if
+the process stops first). Spilled rows, and a batch whose write broke off (it may have
+committed before the connection went), are checked against the ledger before they are
+written, so no row is written twice.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +13,7 @@ import asyncio
 import contextlib
 import dataclasses
 import logging
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -14,17 +21,21 @@ from pathlib import Path
 from typing import TypeVar
 
 import orjson
-from sqlalchemy import insert
+from sqlalchemy import insert, select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession, async_sessionmaker
 
 from agentwatch.db.models import Conversation, UsageRecord
+from agentwatch.usage.spool import SpillFile
 
 log = logging.getLogger(__name__)
 BATCH_SIZE = 500
 FLUSH_INTERVAL_SECONDS = 0.2
 SHUTDOWN_ATTEMPTS = 5
+MAX_PENDING = 50_000  # rows kept in memory before the oldest go to the spill file
+MAX_BACKOFF_SECONDS = 10.0
+SPILL_RETRY_SECONDS = 1.0
 
 
 @dataclass(slots=True)
@@ -91,10 +102,26 @@ _CONVERSATION_MARK = "_conversation"  # marks a conversation row in the spill fi
 
 
 _Row = TypeVar("_Row")
+_Event = TypeVar("_Event", UsageEvent, ConversationEvent)
 
 
-def _take(queue: deque[_Row]) -> list[_Row]:
-    return [queue.popleft() for _ in range(min(BATCH_SIZE, len(queue)))]
+def _take(queue: deque[_Row], limit: int = BATCH_SIZE) -> list[_Row]:
+    return [queue.popleft() for _ in range(min(limit, len(queue)))]
+
+
+@dataclass(slots=True)
+class _Batch:
+    """Rows taken from memory for one write. If the spiller needs room meanwhile it copies
+    them into the spill file ahead of newer rows, so a failed write keeps its place in line."""
+
+    usage: list[UsageEvent]
+    conversations: list[ConversationEvent]
+    copied: bool = False  # in the spill file too: a failed write need not requeue them
+    finished: bool = False
+    written: bool = False
+
+    def __len__(self) -> int:
+        return len(self.usage) + len(self.conversations)
 
 
 def _driver_insert(dialect: Dialect) -> tuple[str, Callable[[datetime], object]]:
@@ -120,61 +147,89 @@ class UsageRecorder:
         sessions: async_sessionmaker[AsyncSession],
         spill_path: Path,
         flush_interval: float = FLUSH_INTERVAL_SECONDS,
+        max_pending: int = MAX_PENDING,
     ) -> None:
         self._sessions = sessions
         self._engine: AsyncEngine = sessions.kw["bind"]
         self._flush_interval = flush_interval
-        self._spill_path = spill_path
+        self._spool = SpillFile(spill_path)
+        self._max_pending = max(1, max_pending)
+        # Spill in whole batches (one fsync each), not a row at a time.
+        self._spill_to = max(0, self._max_pending - BATCH_SIZE)
         self._pending: deque[UsageEvent] = deque()
         self._conversations: deque[ConversationEvent] = deque()
+        self._writing: _Batch | None = None
+        self._spilling = 0  # rows on their way to the spill file
+        self._unsure = False  # the last write broke off: it may have committed all the same
         self._wake = asyncio.Event()
+        self._overflow = asyncio.Event()
+        self._stopping = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        self._spiller: asyncio.Task[None] | None = None
         self._closing = False
         self._write_lock = asyncio.Lock()
+        # Held while rows move to the spill file: they are older than what stays queued.
+        self._spill_lock = asyncio.Lock()
 
     def record(self, event: UsageEvent) -> None:
         self._pending.append(event)
-        if len(self._pending) >= BATCH_SIZE:
-            self._wake.set()
+        self._queued(len(self._pending))
 
     def record_conversation(self, event: ConversationEvent) -> None:
         self._conversations.append(event)
-        if len(self._conversations) >= BATCH_SIZE:
-            self._wake.set()
+        self._queued(len(self._conversations))
 
     @property
     def pending(self) -> int:
+        """Rows waiting in memory."""
         return len(self._pending) + len(self._conversations)
 
+    @property
+    def spilled(self) -> int:
+        """Rows waiting in the spill file."""
+        return self._spool.rows
+
+    @property
+    def backlog(self) -> int:
+        """Rows recorded but not yet in the database: in memory, being moved, or spilled."""
+        writing = self._writing
+        in_flight = len(writing) if writing is not None and not writing.copied else 0
+        return self.pending + in_flight + self._spilling + self._spool.rows
+
     async def start(self) -> None:
-        await self._replay_spill()
+        """Adopt a spill file left by an earlier process and try to write it, then run."""
+        spilled = await asyncio.to_thread(self._spool.open)
+        if spilled:
+            log.info("replaying %d usage rows from %s", spilled, self._spool.path)
+            try:
+                await self.flush()
+            except (SQLAlchemyError, OSError) as exc:
+                log.warning("replay deferred, %d rows kept for retry: %s", self.backlog, exc)
         self._task = asyncio.create_task(self._run(), name="usage-recorder")
+        self._spiller = asyncio.create_task(self._spill_overflow(), name="usage-spiller")
 
     async def flush(self) -> None:
-        """Write everything recorded so far; raises if the database refuses."""
+        """Write everything recorded so far, spilled rows first; raises if the database refuses."""
         async with self._write_lock:
-            while self._pending or self._conversations:
-                batch = _take(self._pending)
-                conversations = _take(self._conversations)
-                try:
-                    await self._write(batch, conversations)
-                except BaseException:
-                    self._pending.extendleft(reversed(batch))
-                    self._conversations.extendleft(reversed(conversations))
-                    raise
+            while await self._write_oldest():
+                pass
 
     async def close(self) -> None:
         self._closing = True
+        self._stopping.set()
         self._wake.set()
-        if self._task is not None:
+        self._overflow.set()
+        for task in (self._task, self._spiller):
+            if task is None:
+                continue
             # Let the writer finish the flush it is in (it stops after it): cancelling it
             # mid-INSERT would leave SQLite's write lock with a connection nobody rolls back,
             # and every later write, the shutdown flush included, would find the file locked.
             try:
-                await self._task
+                await task
             except Exception:
                 # The rows it held are back in the queue; the flushes below still try them.
-                log.exception("the usage writer stopped with an error")
+                log.exception("the usage %s stopped with an error", task.get_name())
         for attempt in range(SHUTDOWN_ATTEMPTS):
             try:
                 await self.flush()
@@ -182,23 +237,101 @@ class UsageRecorder:
             except (SQLAlchemyError, OSError) as exc:
                 log.warning("usage flush failed at shutdown (attempt %d): %s", attempt + 1, exc)
                 await asyncio.sleep(0.2 * 2**attempt)
-        self._spill()
+        await self._spill_down_to(0)
+        log.error(
+            "database unavailable: %d usage rows wait in %s for the next start",
+            self._spool.rows,
+            self._spool.path,
+        )
+
+    def _queued(self, length: int) -> None:
+        if length >= BATCH_SIZE:
+            self._wake.set()
+        if self.pending > self._max_pending:
+            self._overflow.set()
 
     async def _run(self) -> None:
         backoff = self._flush_interval
         while not self._closing:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout=backoff)
+            if backoff > self._flush_interval:
+                # Failing: a full queue must not turn the back-off into a retry per request.
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), timeout=backoff)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=backoff)
             self._wake.clear()
             try:
                 await self.flush()
                 backoff = self._flush_interval
             except (SQLAlchemyError, OSError) as exc:
-                backoff = min(backoff * 2, max(10.0, self._flush_interval))
-                log.warning("usage flush failed, %d rows kept for retry: %s", self.pending, exc)
+                backoff = min(backoff * 2, max(MAX_BACKOFF_SECONDS, self._flush_interval))
+                log.warning("usage flush failed, %d rows kept for retry: %s", self.backlog, exc)
+            except Exception:
+                # Whatever it was, the rows are still queued or spilled: retry, never stop.
+                backoff = min(backoff * 2, max(MAX_BACKOFF_SECONDS, self._flush_interval))
+                log.exception("usage flush failed, %d rows kept for retry", self.backlog)
 
-    async def _write(self, batch: list[UsageEvent], conversations: list[ConversationEvent]) -> None:
+    async def _write_oldest(self) -> bool:
+        """Write the oldest batch, spilled rows before queued ones; False once nothing is left."""
+        batch = await self._take_batch()
+        if batch is None:
+            await self._replay_spilled()
+            return True
+        if not batch:
+            return False
+        try:
+            await self._write(batch.usage, batch.conversations, check_ledger=self._unsure)
+            batch.written = True
+        except BaseException:
+            self._unsure = True
+            if not batch.copied:
+                self._requeue(batch)
+            raise
+        finally:
+            batch.finished = True
+            self._writing = None
+        self._unsure = False
+        return True
+
+    async def _take_batch(self) -> _Batch | None:
+        """The oldest queued rows, marked as being written; None while older ones are spilled."""
+        async with self._spill_lock:
+            if self._spool.rows:
+                return None
+            batch = _Batch(_take(self._pending), _take(self._conversations))
+            if batch:
+                self._writing = batch
+            return batch
+
+    def _requeue(self, batch: _Batch) -> None:
+        """Put rows back at the head of the queue (they are older than everything in it)."""
+        self._pending.extendleft(reversed(batch.usage))
+        self._conversations.extendleft(reversed(batch.conversations))
+
+    async def _replay_spilled(self) -> None:
+        lines, end = await asyncio.to_thread(self._spool.read, BATCH_SIZE)
+        usage, conversations, unreadable = _decode(lines)
+        # Any of these may be in the ledger already: a crash (or a broken connection) can come
+        # between the write and the spill file's note of it.
+        await self._write(usage, conversations, check_ledger=True)
+        if unreadable:
+            await asyncio.to_thread(self._spool.reject, unreadable)
+        await asyncio.to_thread(self._spool.consumed, end, len(lines))
+        if not self._spool.rows:
+            log.info("usage spill file %s written back to the database", self._spool.path)
+
+    async def _write(
+        self,
+        batch: list[UsageEvent],
+        conversations: list[ConversationEvent],
+        *,
+        check_ledger: bool,
+    ) -> None:
         async with self._engine.begin() as connection:
+            if check_ledger:
+                batch = await _not_in_ledger(connection, UsageRecord, batch)
+                conversations = await _not_in_ledger(connection, Conversation, conversations)
             statement, stamp = _driver_insert(connection.dialect)
             rows = [event.as_tuple(stamp) for event in batch]
             # Small executemany calls let requests run between them.
@@ -209,36 +342,110 @@ class UsageRecorder:
                     insert(Conversation), [event.as_row() for event in conversations]
                 )
 
-    def _spill(self) -> None:
-        if not self._pending and not self._conversations:
-            return
-        self._spill_path.parent.mkdir(parents=True, exist_ok=True)
-        with self._spill_path.open("ab") as handle:
-            for event in self._pending:
-                handle.write(orjson.dumps(event.as_row()) + b"\n")
-            for conversation in self._conversations:
-                row = {**conversation.as_row(), _CONVERSATION_MARK: True}
-                handle.write(orjson.dumps(row) + b"\n")
-        log.error("database unavailable: kept %d rows in %s", self.pending, self._spill_path)
-        self._pending.clear()
-        self._conversations.clear()
+    async def _spill_overflow(self) -> None:
+        """Keep memory bounded: past `max_pending` queued rows, the oldest go to the spill file."""
+        while True:
+            await self._overflow.wait()
+            self._overflow.clear()
+            if self._closing:
+                return
+            try:
+                await self._spill_down_to(self._spill_to)
+            except OSError as exc:
+                log.error(
+                    "cannot spill usage rows to %s, %d kept in memory: %s",
+                    self._spool.path,
+                    self.pending,
+                    exc,
+                )
+                # The next row recorded past the limit tries again, but not in a tight loop.
+                await asyncio.sleep(SPILL_RETRY_SECONDS)
 
-    async def _replay_spill(self) -> None:
-        if not self._spill_path.exists():
-            return
-        rows = [orjson.loads(line) for line in self._spill_path.read_bytes().splitlines() if line]
-        for row in rows:
+    async def _spill_down_to(self, limit: int) -> None:
+        while self.pending > limit:
+            if not self._spool.rows:
+                log.warning(
+                    "usage rows are waiting for the database: the oldest go to %s",
+                    self._spool.path,
+                )
+            async with self._spill_lock:
+                await self._spill_batch(min(BATCH_SIZE, self.pending - limit))
+
+    async def _spill_batch(self, count: int) -> None:
+        # A batch being written is older than anything queued: it goes first, and the replay
+        # drops it again if its write succeeds after all.
+        writing = self._writing
+        if writing is not None and (writing.copied or writing.finished):
+            writing = None
+        taken = _Batch(_take(self._pending, count), _take(self._conversations, count))
+        lines = _encode(writing) if writing is not None else []
+        lines += _encode(taken)
+        if writing is not None:
+            writing.copied = True
+        self._spilling += len(lines)
+        try:
+            await asyncio.to_thread(self._spool.append, lines)
+        except OSError:
+            self._requeue(taken)
+            if writing is not None:
+                writing.copied = False
+                if writing.finished and not writing.written:
+                    self._requeue(writing)  # its write failed meanwhile, relying on the copy
+            raise
+        finally:
+            self._spilling -= len(lines)
+
+
+async def _not_in_ledger(
+    connection: AsyncConnection,
+    table: type[UsageRecord] | type[Conversation],
+    events: list[_Event],
+) -> list[_Event]:
+    """The events not written yet; one already in the ledger has its request id and time."""
+    if not events:
+        return events
+    ids = {event.request_id for event in events}
+    found = await connection.execute(
+        select(table.request_id, table.created_at).where(table.request_id.in_(ids))
+    )
+    stored = Counter((request_id, created_at) for request_id, created_at in found)
+    fresh: list[_Event] = []
+    for event in events:
+        key = (event.request_id, event.created_at)
+        if stored[key]:
+            stored[key] -= 1
+        else:
+            fresh.append(event)
+    if len(fresh) < len(events):
+        log.info(
+            "%d usage rows were in the ledger already, not written again", len(events) - len(fresh)
+        )
+    return fresh
+
+
+def _encode(batch: _Batch) -> list[bytes]:
+    lines = [orjson.dumps(event.as_row()) + b"\n" for event in batch.usage]
+    for conversation in batch.conversations:
+        row = {**conversation.as_row(), _CONVERSATION_MARK: True}
+        lines.append(orjson.dumps(row) + b"\n")
+    return lines
+
+
+def _decode(
+    lines: list[bytes],
+) -> tuple[list[UsageEvent], list[ConversationEvent], list[bytes]]:
+    usage: list[UsageEvent] = []
+    conversations: list[ConversationEvent] = []
+    unreadable: list[bytes] = []
+    for line in lines:
+        try:
+            row = orjson.loads(line)
             row["created_at"] = datetime.fromisoformat(row["created_at"])
             if row.pop(_CONVERSATION_MARK, False):
                 row.pop("messages", None)
-                self._conversations.append(ConversationEvent(**row))
+                conversations.append(ConversationEvent(**row))
             else:
-                self._pending.append(UsageEvent(**row))
-        # The rows now live in the queue: whatever is not written goes back to the spill file
-        # at shutdown, so deleting the file first can neither lose nor duplicate a row.
-        self._spill_path.unlink()
-        log.info("replaying %d usage rows from %s", len(rows), self._spill_path)
-        try:
-            await self.flush()
-        except (SQLAlchemyError, OSError) as exc:
-            log.warning("replay deferred, %d rows kept for retry: %s", self.pending, exc)
+                usage.append(UsageEvent(**row))
+        except (ValueError, TypeError, KeyError):
+            unreadable.append(line)
+    return usage, conversations, unreadable
