@@ -146,7 +146,10 @@ async def start_state(
         catalog = await load_catalog(session, Keyring.from_settings(settings), upstream)
         dlp = await load_policy_book(session, base_policy, scanner.detectors)
     recorder = UsageRecorder(
-        sessions, settings.data_dir / USAGE_SPILL_FILE, settings.usage_flush_seconds
+        sessions,
+        settings.data_dir / USAGE_SPILL_FILE,
+        settings.usage_flush_seconds,
+        max_pending=settings.usage_max_pending,
     )
     await recorder.start()
     tokens = await asyncio.to_thread(TokenCounter.from_environment, settings.data_dir)
