@@ -4,6 +4,7 @@ It keeps every request body it received, to check what left the gateway."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -13,11 +14,15 @@ from aiohttp import web
 
 from tests.fake_server import ThreadedServer
 
+PROMPT_TOKENS = 9
+COMPLETION_TOKENS = 7
+
 
 @dataclass
 class FakeScripted(ThreadedServer):
     reply: str = "Nothing to see here."
     piece: int = 3  # characters per streamed delta
+    delay: float = 0.0  # seconds before answering, to keep calls in flight together
     requests: list[dict[str, Any]] = field(default_factory=list)
 
     @property
@@ -35,7 +40,10 @@ class FakeScripted(ThreadedServer):
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         body = orjson.loads(await request.read())
         self.requests.append(body)
-        usage = {"prompt_tokens": 9, "completion_tokens": 7, "total_tokens": 16}
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        usage = {"prompt_tokens": PROMPT_TOKENS, "completion_tokens": COMPLETION_TOKENS}
+        usage["total_tokens"] = PROMPT_TOKENS + COMPLETION_TOKENS
         if not body.get("stream"):
             return web.json_response(
                 {

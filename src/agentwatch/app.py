@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -36,6 +36,11 @@ from agentwatch.routing.router import Router
 from agentwatch.routing.shared import POLL_SECONDS as SHARED_CIRCUIT_POLL_SECONDS
 from agentwatch.routing.shared import SharedCircuits
 from agentwatch.settings import Settings
+from agentwatch.spend.alerts import BudgetAlerts
+from agentwatch.spend.book import load_control_book
+from agentwatch.spend.gate import SpendGate
+from agentwatch.spend.reconcile_job import reconcile_forever
+from agentwatch.spend.stores import build_limit_store
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import TenantAuthenticator
 from agentwatch.tokens import TokenCounter
@@ -80,6 +85,7 @@ def create_app(
     api.include_router(admin_router)
 
     registry = build_registry(lambda: getattr(api.state, "agentwatch", None))
+    api.state.registry = registry
 
     @api.get("/metrics", tags=["health"], include_in_schema=False)
     async def metrics() -> Response:
@@ -127,8 +133,13 @@ async def _bootstrap(
 
 
 async def start_state(
-    settings: Settings, config: GatewayConfig | None, *, database_ready: bool = False
+    settings: Settings,
+    config: GatewayConfig | None,
+    *,
+    database_ready: bool = False,
+    registry: CollectorRegistry | None = None,
 ) -> AppState:
+    """`registry`: where counters built with the state (the limit store's) are exported."""
     if config is None and settings.config_path is not None:
         config = load_config(settings.config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -145,6 +156,7 @@ async def start_state(
     async with sessions() as session:
         catalog = await load_catalog(session, Keyring.from_settings(settings), upstream)
         dlp = await load_policy_book(session, base_policy, scanner.detectors)
+        controls = await load_control_book(session)
     recorder = UsageRecorder(
         sessions,
         settings.data_dir / USAGE_SPILL_FILE,
@@ -164,11 +176,18 @@ async def start_state(
         router=Router(),
         scanner=scanner,
         dlp=dlp,
+        spend=SpendGate(
+            build_limit_store(settings, sessions, registry), tokens.count_prompt_tokens
+        ),
+        alerts=BudgetAlerts(sessions, Keyring.from_settings(settings), upstream.http),
+        controls=controls,
         tokens=tokens,
     )
 
 
 async def stop_state(state: AppState) -> None:
+    await state.alerts.drain()
+    await state.spend.store.close()
     await state.recorder.close()
     await state.upstream.close()
     await state.engine.dispose()
@@ -178,7 +197,9 @@ async def stop_state(state: AppState) -> None:
 async def _lifespan(
     api: FastAPI, settings: Settings, config: GatewayConfig | None, database_ready: bool
 ) -> AsyncIterator[None]:
-    state = await start_state(settings, config, database_ready=database_ready)
+    state = await start_state(
+        settings, config, database_ready=database_ready, registry=api.state.registry
+    )
     api.state.agentwatch = state
     # Everything built so far lives as long as the process: move it out of the collector's
     # sight, so a full collection scans only what requests allocate (a full pass over the
@@ -189,6 +210,7 @@ async def _lifespan(
     background.append(
         asyncio.create_task(RollupJob(state.sessions).run_forever(), name="usage-rollup")
     )
+    background.append(asyncio.create_task(reconcile_forever(state), name="budget-reconcile"))
     shared = _shared_circuits(settings)
     if shared is not None:
         state.router.shared = shared

@@ -23,8 +23,9 @@ from agentwatch.crypto import (
     hash_tenant_key,
     key_prefix,
 )
-from agentwatch.db.models import ApiKey, Model, Provider, ProviderKey, Tenant
+from agentwatch.db.models import ApiKey, Model, Provider, ProviderKey, Team, Tenant
 from agentwatch.dlp.policy import DlpPolicy
+from agentwatch.spend.specs import BudgetSpec, LimitsSpec, stored
 
 _VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}")
 ProviderTypeName = Literal["openai", "anthropic", "gemini", "openrouter", "openai_compatible"]
@@ -90,10 +91,19 @@ class ModelSpec(PriceSpec):
     circuit: CircuitSpec = Field(default_factory=CircuitSpec)
 
 
+class TeamSpec(_Strict):
+    name: str = Field(min_length=1, max_length=200)
+    limits: LimitsSpec | None = None
+    budget: BudgetSpec | None = None
+
+
 class TenantSpec(_Strict):
     name: str = Field(min_length=1, max_length=200)
     api_keys: list[str] = Field(default_factory=list)
     models: list[str] | None = None
+    team: str | None = Field(default=None, min_length=1, max_length=200)
+    limits: LimitsSpec | None = None
+    budget: BudgetSpec | None = None
 
     @field_validator("api_keys")
     @classmethod
@@ -109,6 +119,7 @@ class TenantSpec(_Strict):
 class GatewayConfig(_Strict):
     providers: list[ProviderSpec] = Field(default_factory=list)
     models: list[ModelSpec] = Field(default_factory=list)
+    teams: list[TeamSpec] = Field(default_factory=list)
     tenants: list[TenantSpec] = Field(default_factory=list)
     # The DLP policy of every organisation that has no override of its own in the database.
     dlp: DlpPolicy = Field(default_factory=DlpPolicy)
@@ -118,6 +129,7 @@ class GatewayConfig(_Strict):
         for kind, names in (
             ("provider", [p.name for p in self.providers]),
             ("model", [m.name for m in self.models]),
+            ("team", [t.name for t in self.teams]),
             ("tenant", [t.name for t in self.tenants]),
         ):
             duplicates = sorted({n for n in names if names.count(n) > 1})
@@ -209,8 +221,18 @@ async def apply_config(
         await _apply_provider(session, spec, org_id, encryption_key)
     for model_spec in config.models:
         await _apply_model(session, model_spec, org_id)
+    teams = {spec.name: await _apply_team(session, spec, org_id) for spec in config.teams}
     for tenant_spec in config.tenants:
-        await _apply_tenant(session, tenant_spec, org_id)
+        team_id = None
+        if tenant_spec.team is not None:
+            team_id = teams.get(tenant_spec.team) or await session.scalar(
+                select(Team.id).where(Team.org_id == org_id, Team.name == tenant_spec.team)
+            )
+            if team_id is None:
+                raise ConfigError(
+                    f"tenant '{tenant_spec.name}' names unknown team '{tenant_spec.team}'"
+                )
+        await _apply_tenant(session, tenant_spec, org_id, team_id)
 
 
 async def _apply_provider(
@@ -327,7 +349,28 @@ def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:
     return entry
 
 
-async def _apply_tenant(session: AsyncSession, spec: TenantSpec, org_id: int) -> None:
+def _apply_controls(row: Team | Tenant, spec: TeamSpec | TenantSpec) -> None:
+    """Limits and budget as the file says; a key the file leaves out keeps what the admin API
+    set (write `limits: null` to clear)."""
+    if "limits" in spec.model_fields_set:
+        row.limits = stored(spec.limits)
+    if "budget" in spec.model_fields_set:
+        row.budget = stored(spec.budget)
+
+
+async def _apply_team(session: AsyncSession, spec: TeamSpec, org_id: int) -> int:
+    team = await session.scalar(select(Team).where(Team.org_id == org_id, Team.name == spec.name))
+    if team is None:
+        team = Team(org_id=org_id, name=spec.name)
+        session.add(team)
+    _apply_controls(team, spec)
+    await session.flush()
+    return team.id
+
+
+async def _apply_tenant(
+    session: AsyncSession, spec: TenantSpec, org_id: int, team_id: int | None
+) -> None:
     tenant = await session.scalar(
         select(Tenant).where(Tenant.org_id == org_id, Tenant.name == spec.name)
     )
@@ -336,6 +379,9 @@ async def _apply_tenant(session: AsyncSession, spec: TenantSpec, org_id: int) ->
         session.add(tenant)
     tenant.allowed_models = spec.models
     tenant.is_active = True
+    if spec.team is not None:
+        tenant.team_id = team_id
+    _apply_controls(tenant, spec)
     await session.flush()
     for key in spec.api_keys:
         digest = hash_tenant_key(key)

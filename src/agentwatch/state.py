@@ -13,6 +13,9 @@ from agentwatch.dlp.engine import Scanner
 from agentwatch.dlp.policy import PolicyBook, load_policy_book
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
+from agentwatch.spend.alerts import BudgetAlerts
+from agentwatch.spend.book import ControlBook, load_control_book
+from agentwatch.spend.gate import SpendGate
 from agentwatch.tenant_auth import TenantAuthenticator
 from agentwatch.tokens import TokenCounter
 from agentwatch.upstream import UpstreamClient
@@ -31,13 +34,17 @@ class AppState:
     router: Router
     scanner: Scanner
     dlp: PolicyBook
+    spend: SpendGate
+    alerts: BudgetAlerts
+    controls: ControlBook = field(default_factory=ControlBook)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     tokens: TokenCounter = field(default_factory=TokenCounter)  # default: approximate counts
 
     async def reload_catalog(self) -> None:
-        """Rebuild the routing table and the DLP policies from the database (the background
-        refresh, admin writes)."""
+        """Rebuild the routing table, the DLP policies and the spend controls from the database
+        (the background refresh, admin writes)."""
         async with self.sessions() as session:
             keyring = Keyring.from_settings(self.settings)
             self.catalog = await load_catalog(session, keyring, self.upstream)
             self.dlp = await load_policy_book(session, self.dlp.base, self.scanner.detectors)
+            self.controls = await load_control_book(session)

@@ -14,20 +14,39 @@ from fastapi import APIRouter, Body, HTTPException, Query
 from pydantic import BaseModel, Field, model_validator
 from sqlalchemy import ColumnElement, and_, not_, or_, select
 
+from agentwatch.admin.catalog_refresh import refresh_routing_table
 from agentwatch.admin.crud import apply_patch, flush_or_conflict, get_in_org, summary
 from agentwatch.admin.deps import AdminContext, require
 from agentwatch.admin.fields import Cursor, IdPath, Limit, Name, PerMinute, Strict
 from agentwatch.admin.pages import Page, fetch_page
+from agentwatch.admin.spend_fields import (
+    CONTROL_FIELDS,
+    StoredBudget,
+    StoredLimits,
+    new_controls,
+    patch_controls,
+)
 from agentwatch.admin.tenants import ModelList, unique_models
 from agentwatch.crypto import hash_tenant_key, key_prefix, new_tenant_key
 from agentwatch.db.models import ApiKey, Tenant, utcnow
+from agentwatch.spend.specs import BudgetSpec, LimitsSpec
 
 router = APIRouter(tags=["api keys"])
 
 KeyStatus = Literal["active", "expired", "revoked"]
 MAX_LIFETIME_DAYS = 36_500  # far enough for anyone, near enough to stay a valid datetime
 MAX_GRACE_SECONDS = 7 * 24 * 3600
-_AUDITED = ("tenant_id", "name", "prefix", "allowed_models", "rpm_limit", "tpm_limit", "expires_at")
+_AUDITED = (
+    "tenant_id",
+    "name",
+    "prefix",
+    "allowed_models",
+    "rpm_limit",
+    "tpm_limit",
+    "limits",
+    "budget",
+    "expires_at",
+)
 
 
 class KeyCreate(Strict):
@@ -37,6 +56,8 @@ class KeyCreate(Strict):
     allowed_models: ModelList | None = None
     rpm_limit: PerMinute | None = None
     tpm_limit: PerMinute | None = None
+    limits: LimitsSpec | None = None
+    budget: BudgetSpec | None = None
 
     @model_validator(mode="after")
     def one_expiry(self) -> KeyCreate:
@@ -51,6 +72,8 @@ class KeyUpdate(Strict):
     allowed_models: ModelList | None = None
     rpm_limit: PerMinute | None = None
     tpm_limit: PerMinute | None = None
+    limits: LimitsSpec | None = None  # null: none at this level
+    budget: BudgetSpec | None = None
 
 
 class KeyRotate(Strict):
@@ -65,6 +88,8 @@ class KeyOut(BaseModel):
     allowed_models: list[str] | None
     rpm_limit: int | None
     tpm_limit: int | None
+    limits: StoredLimits
+    budget: StoredBudget
     expires_at: datetime | None
     revoked_at: datetime | None
     is_active: bool
@@ -86,6 +111,11 @@ def key_status(key: ApiKey, now: datetime) -> KeyStatus:
     if key.expires_at is not None and key.expires_at <= now:
         return "expired"
     return "active"
+
+
+def _has_controls(key: ApiKey) -> bool:
+    fields = ("limits", "budget", "rpm_limit", "tpm_limit")
+    return any(getattr(key, name) is not None for name in fields)
 
 
 def key_out(key: ApiKey) -> KeyOut:
@@ -185,11 +215,14 @@ async def create_key(tenant_id: IdPath, body: KeyCreate, ctx: KeysWrite) -> KeyC
         allowed_models=_narrowing(tenant, body.allowed_models),
         rpm_limit=body.rpm_limit,
         tpm_limit=body.tpm_limit,
+        **new_controls(ctx, body),
     )
     ctx.session.add(key)
     await flush_or_conflict(ctx.session, "key collision; try again")
     await ctx.audit("key.created", f"key:{key.id}", after=summary(key, _AUDITED))
     await ctx.session.commit()
+    if _has_controls(key):
+        await refresh_routing_table(ctx)
     return _created(key, secret)
 
 
@@ -208,11 +241,15 @@ async def update_key(key_id: IdPath, body: KeyUpdate, ctx: KeysWrite) -> KeyOut:
         body.expires_at = _future(body.expires_at)
     if "allowed_models" in sent:
         body.allowed_models = _narrowing(tenant, body.allowed_models)
-    before, after = apply_patch(key, body)
+    before, after = apply_patch(key, body, exclude=set(CONTROL_FIELDS))
+    changed = patch_controls(ctx, key, body, before, after)
+    changed |= bool(sent & {"rpm_limit", "tpm_limit"})
     await flush_or_conflict(ctx.session, "the key changed meanwhile; try again")
     await ctx.audit("key.updated", f"key:{key.id}", before=before, after=after)
     await ctx.session.commit()
     ctx.state.authenticator.forget(key.key_hash)
+    if changed:
+        await refresh_routing_table(ctx)
     return key_out(key)
 
 
@@ -252,6 +289,8 @@ async def rotate_key(
         allowed_models=old.allowed_models,
         rpm_limit=old.rpm_limit,
         tpm_limit=old.tpm_limit,
+        limits=old.limits,
+        budget=old.budget,
     )
     ctx.session.add(new)
     before = summary(old, ("is_active", "revoked_at", "expires_at"))
@@ -270,4 +309,6 @@ async def rotate_key(
     )
     await ctx.session.commit()
     ctx.state.authenticator.forget(old.key_hash)
+    if _has_controls(new):
+        await refresh_routing_table(ctx)
     return _created(new, secret)

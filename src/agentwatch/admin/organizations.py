@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Response
-from pydantic import BaseModel, BeforeValidator, JsonValue
+from pydantic import BaseModel, BeforeValidator, Field, JsonValue
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -23,6 +23,14 @@ from agentwatch.admin.deps import AdminContext, require
 from agentwatch.admin.dlp import StoredPolicy, authorize_new_policy, patch_policy
 from agentwatch.admin.fields import Cursor, IdPath, Limit, Name, Search, Strict, like_pattern
 from agentwatch.admin.pages import Page, fetch_page
+from agentwatch.admin.spend_fields import (
+    CONTROL_FIELDS,
+    StoredBudget,
+    StoredLimits,
+    new_controls,
+    patch_controls,
+)
+from agentwatch.crypto import Keyring, encrypt_secret
 from agentwatch.db.models import (
     AuditHead,
     Conversation,
@@ -31,11 +39,26 @@ from agentwatch.db.models import (
     UsageRecord,
 )
 from agentwatch.dlp.policy import DlpPolicy
+from agentwatch.spend.specs import BudgetSpec, LimitsSpec
 
 router = APIRouter(prefix="/api/organizations", tags=["organizations"])
 
 MAX_SETTINGS_BYTES = 16 * 1024
-_AUDITED = ("name", "plan_id", "settings", "dlp_policy")
+_AUDITED = (
+    "name",
+    "plan_id",
+    "settings",
+    "dlp_policy",
+    "limits",
+    "budget",
+    "markup_pct",
+    "alert_webhook_url",
+)
+# Spend-control fields: changing them needs billing:write on top of orgs:write.
+_BILLING = {"markup_pct"}
+WebhookUrl = Annotated[str, Field(max_length=2000, pattern=r"^https?://[^\s]+$")]
+WebhookSecret = Annotated[str, Field(min_length=16, max_length=256)]
+MarkupPct = Annotated[float, Field(ge=-100, le=1000, allow_inf_nan=False)]
 
 
 def _bounded_settings(value: object) -> object:
@@ -55,12 +78,22 @@ class OrgCreate(Strict):
     name: Name
     settings: OrgSettings | None = None
     dlp_policy: DlpPolicy | None = None
+    limits: LimitsSpec | None = None
+    budget: BudgetSpec | None = None
+    markup_pct: MarkupPct | None = None
+    alert_webhook_url: WebhookUrl | None = None
+    alert_webhook_secret: WebhookSecret | None = None  # write-only: signs alert webhooks
 
 
 class OrgUpdate(Strict):
     name: Name | None = None
     settings: OrgSettings | None = None  # null: back to {}
     dlp_policy: DlpPolicy | None = None  # null: the built-in policy (or the config file's)
+    limits: LimitsSpec | None = None  # null: none at this level
+    budget: BudgetSpec | None = None
+    markup_pct: MarkupPct | None = None  # +10: 10 % on top of list prices; -5: a discount
+    alert_webhook_url: WebhookUrl | None = None
+    alert_webhook_secret: WebhookSecret | None = None
 
 
 class OrgOut(BaseModel):
@@ -69,7 +102,27 @@ class OrgOut(BaseModel):
     plan_id: int | None
     settings: dict[str, JsonValue]
     dlp_policy: StoredPolicy
+    limits: StoredLimits
+    budget: StoredBudget
+    markup_pct: float | None
+    alert_webhook_url: str | None
+    alert_webhook_secret_set: bool
     created_at: datetime
+
+
+def org_out(org: Organization) -> OrgOut:
+    fields = {
+        name: getattr(org, name)
+        for name in OrgOut.model_fields
+        if name != "alert_webhook_secret_set"
+    }
+    return OrgOut(**fields, alert_webhook_secret_set=org.alert_webhook_secret is not None)
+
+
+def _sealed(ctx: AdminContext, secret: str | None) -> bytes | None:
+    if secret is None:
+        return None
+    return encrypt_secret(secret, Keyring.from_settings(ctx.state.settings))
 
 
 OrgsRead = Annotated[AdminContext, require("orgs:read")]
@@ -89,7 +142,7 @@ async def list_organizations(
         query = query.where(func.lower(Organization.name).like(like_pattern(search), escape="\\"))
     rows, next_cursor = await fetch_page(ctx.session, query, Organization.id, limit, cursor)
     return Page[OrgOut](
-        data=[OrgOut.model_validate(r, from_attributes=True) for r in rows],
+        data=[org_out(r) for r in rows],
         next_cursor=next_cursor,
     )
 
@@ -97,10 +150,16 @@ async def list_organizations(
 @router.post("", response_model=OrgOut, status_code=201)
 async def create_organization(body: OrgCreate, ctx: OrgsAdmin) -> OrgOut:
     """An empty organisation: no users, teams or models; add an org admin with `/api/users`."""
+    if body.markup_pct is not None:
+        ctx.authorize("billing:write")
     org = Organization(
         name=body.name,
         settings=body.settings or {},
         dlp_policy=authorize_new_policy(ctx, body.dlp_policy),
+        markup_pct=body.markup_pct,
+        alert_webhook_url=body.alert_webhook_url,
+        alert_webhook_secret=_sealed(ctx, body.alert_webhook_secret),
+        **new_controls(ctx, body),
     )
     if ctx.session.get_bind().dialect.name == "sqlite":
         org.id = await _unused_org_id(ctx.session)
@@ -108,15 +167,14 @@ async def create_organization(body: OrgCreate, ctx: OrgsAdmin) -> OrgOut:
     await flush_or_conflict(ctx.session, f"an organisation named {body.name!r} already exists")
     await _audit(ctx, org.id, "org.created", f"org:{org.id}", after=summary(org, _AUDITED))
     await ctx.session.commit()
-    if org.dlp_policy is not None:
-        await refresh_routing_table(ctx)
-    return OrgOut.model_validate(org, from_attributes=True)
+    await refresh_routing_table(ctx)
+    return org_out(org)
 
 
 @router.get("/{org_id}", response_model=OrgOut)
 async def get_organization(org_id: IdPath, ctx: OrgsRead) -> OrgOut:
     org = await _visible(ctx, org_id)
-    return OrgOut.model_validate(org, from_attributes=True)
+    return org_out(org)
 
 
 @router.patch("/{org_id}", response_model=OrgOut)
@@ -126,21 +184,29 @@ async def update_organization(org_id: IdPath, body: OrgUpdate, ctx: OrgsWrite) -
     sent = body.model_fields_set
     if "name" in sent and body.name is None:
         raise HTTPException(422, "name cannot be null")
-    changes: dict[str, Any] = body.model_dump(include=sent - {"dlp_policy"})
+    own = {"dlp_policy", "alert_webhook_secret", *CONTROL_FIELDS}
+    changes: dict[str, Any] = body.model_dump(include=sent - own)
     if "settings" in changes and changes["settings"] is None:
         changes["settings"] = {}
+    if any(changes[f] != getattr(org, f) for f in _BILLING & changes.keys()):
+        ctx.authorize("billing:write")
     before = summary(org, tuple(changes))
     for field, value in changes.items():
         setattr(org, field, value)
     policy_changed = "dlp_policy" in sent and patch_policy(
         ctx, org, body.dlp_policy, before, changes
     )
+    policy_changed |= patch_controls(ctx, org, body, before, changes)
+    if "alert_webhook_secret" in sent:
+        org.alert_webhook_secret = _sealed(ctx, body.alert_webhook_secret)
+        changes["alert_webhook_secret"] = "(set)" if body.alert_webhook_secret else None
+    policy_changed |= bool(sent & {"markup_pct", "alert_webhook_url", "alert_webhook_secret"})
     await flush_or_conflict(ctx.session, f"an organisation named {org.name!r} already exists")
     await _audit(ctx, org.id, "org.updated", f"org:{org.id}", before=before, after=changes)
     await ctx.session.commit()
     if policy_changed:
         await refresh_routing_table(ctx)
-    return OrgOut.model_validate(org, from_attributes=True)
+    return org_out(org)
 
 
 @router.delete("/{org_id}", status_code=204, response_class=Response)

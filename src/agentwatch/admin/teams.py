@@ -26,8 +26,16 @@ from agentwatch.admin.fields import (
     like_pattern,
 )
 from agentwatch.admin.pages import Page, fetch_page
+from agentwatch.admin.spend_fields import (
+    CONTROL_FIELDS,
+    StoredBudget,
+    StoredLimits,
+    new_controls,
+    patch_controls,
+)
 from agentwatch.db.models import Team, TeamMembership, User
 from agentwatch.dlp.policy import DlpPolicy
+from agentwatch.spend.specs import BudgetSpec, LimitsSpec
 
 router = APIRouter(prefix="/api/teams", tags=["teams"])
 
@@ -42,7 +50,18 @@ _AUDITED = (
     "rpm_limit",
     "tpm_limit",
     "dlp_policy",
+    "limits",
+    "budget",
 )
+
+
+_LEGACY_CONTROLS = {
+    "max_budget_usd",
+    "soft_budget_usd",
+    "budget_duration",
+    "rpm_limit",
+    "tpm_limit",
+}
 
 
 class TeamCreate(Strict):
@@ -54,6 +73,8 @@ class TeamCreate(Strict):
     rpm_limit: PerMinute | None = None
     tpm_limit: PerMinute | None = None
     dlp_policy: DlpPolicy | None = None
+    limits: LimitsSpec | None = None
+    budget: BudgetSpec | None = None
 
 
 class TeamUpdate(Strict):
@@ -65,6 +86,8 @@ class TeamUpdate(Strict):
     rpm_limit: PerMinute | None = None
     tpm_limit: PerMinute | None = None
     dlp_policy: DlpPolicy | None = None  # null: the organisation's
+    limits: LimitsSpec | None = None  # null: none at this level
+    budget: BudgetSpec | None = None
 
 
 class TeamOut(BaseModel):
@@ -77,6 +100,8 @@ class TeamOut(BaseModel):
     rpm_limit: int | None
     tpm_limit: int | None
     dlp_policy: StoredPolicy
+    limits: StoredLimits
+    budget: StoredBudget
     created_at: datetime
 
 
@@ -115,15 +140,16 @@ async def create_team(body: TeamCreate, ctx: TeamsWrite) -> TeamOut:
     ctx.authorize("teams:write")
     team = Team(
         org_id=ctx.org_id,
-        **body.model_dump(exclude={"dlp_policy"}),
+        **body.model_dump(exclude={"dlp_policy", *CONTROL_FIELDS}),
         dlp_policy=authorize_new_policy(ctx, body.dlp_policy),
+        **new_controls(ctx, body),
     )
     ctx.session.add(team)
     await flush_or_conflict(ctx.session, f"a team named {body.name!r} already exists")
     await ctx.audit("team.created", f"team:{team.id}", after=summary(team, _AUDITED))
     await ctx.session.commit()
-    if team.dlp_policy is not None:
-        await refresh_routing_table(ctx)
+    # Legacy budget/limit columns count as controls too (agentwatch.spend.book).
+    await refresh_routing_table(ctx)
     return TeamOut.model_validate(team, from_attributes=True)
 
 
@@ -139,11 +165,13 @@ async def update_team(team_id: IdPath, body: TeamUpdate, ctx: TeamsWrite) -> Tea
     ctx.authorize("teams:write", team.id)
     if "name" in body.model_fields_set and body.name is None:
         raise HTTPException(422, "name cannot be null")
-    before, after = apply_patch(team, body, exclude={"dlp_policy"})
+    before, after = apply_patch(team, body, exclude={"dlp_policy", *CONTROL_FIELDS})
     sent = body.model_fields_set
     policy_changed = "dlp_policy" in sent and patch_policy(
         ctx, team, body.dlp_policy, before, after
     )
+    policy_changed |= patch_controls(ctx, team, body, before, after)
+    policy_changed |= bool(sent & _LEGACY_CONTROLS)
     await flush_or_conflict(ctx.session, f"a team named {team.name!r} already exists")
     await ctx.audit("team.updated", f"team:{team.id}", before=before, after=after)
     await ctx.session.commit()
@@ -156,11 +184,11 @@ async def update_team(team_id: IdPath, body: TeamUpdate, ctx: TeamsWrite) -> Tea
 async def delete_team(team_id: IdPath, ctx: TeamsWrite) -> Response:
     team = await get_in_org(ctx.session, Team, team_id, ctx.org_id)
     ctx.authorize("teams:write", team.id)
-    had_policy = team.dlp_policy is not None
+    had_policy = any(getattr(team, f) is not None for f in ("dlp_policy", *CONTROL_FIELDS))
     await ctx.audit("team.deleted", f"team:{team.id}", before=summary(team, _AUDITED))
     await ctx.session.delete(team)
     await ctx.session.commit()
-    if had_policy:  # its tenants fall back to the organisation's policy
+    if had_policy:  # its tenants fall back to the organisation's policy and controls
         await refresh_routing_table(ctx)
     return Response(status_code=204)
 

@@ -26,15 +26,23 @@ from agentwatch.admin.fields import (
     like_pattern,
 )
 from agentwatch.admin.pages import Page, fetch_page
+from agentwatch.admin.spend_fields import (
+    CONTROL_FIELDS,
+    StoredBudget,
+    StoredLimits,
+    new_controls,
+    patch_controls,
+)
 from agentwatch.db.models import ApiKey, Team, Tenant
 from agentwatch.dlp.policy import DlpPolicy
+from agentwatch.spend.specs import BudgetSpec, LimitsSpec
 
 router = APIRouter(prefix="/api/tenants", tags=["tenants"])
 
 MAX_ALLOWED_MODELS = 500
 # Alias names; null means every alias of the organisation.
 ModelList = Annotated[list[ModelName], Field(max_length=MAX_ALLOWED_MODELS)]
-_AUDITED = ("name", "team_id", "allowed_models", "is_active", "dlp_policy")
+_AUDITED = ("name", "team_id", "allowed_models", "is_active", "dlp_policy", "limits", "budget")
 
 
 class TenantCreate(Strict):
@@ -43,6 +51,8 @@ class TenantCreate(Strict):
     allowed_models: ModelList | None = None
     is_active: bool = True
     dlp_policy: DlpPolicy | None = None
+    limits: LimitsSpec | None = None
+    budget: BudgetSpec | None = None
 
 
 class TenantUpdate(Strict):
@@ -51,6 +61,8 @@ class TenantUpdate(Strict):
     allowed_models: ModelList | None = None
     is_active: bool | None = None
     dlp_policy: DlpPolicy | None = None  # null: its team's, or the organisation's
+    limits: LimitsSpec | None = None  # null: none at this level
+    budget: BudgetSpec | None = None
 
 
 class TenantOut(BaseModel):
@@ -60,6 +72,8 @@ class TenantOut(BaseModel):
     allowed_models: list[str] | None
     is_active: bool
     dlp_policy: StoredPolicy
+    limits: StoredLimits
+    budget: StoredBudget
     created_at: datetime
 
 
@@ -107,12 +121,13 @@ async def create_tenant(body: TenantCreate, ctx: TenantsWrite) -> TenantOut:
         allowed_models=unique_models(body.allowed_models),
         is_active=body.is_active,
         dlp_policy=authorize_new_policy(ctx, body.dlp_policy),
+        **new_controls(ctx, body),
     )
     ctx.session.add(tenant)
     await flush_or_conflict(ctx.session, f"a tenant named {body.name!r} already exists")
     await ctx.audit("tenant.created", f"tenant:{tenant.id}", after=summary(tenant, _AUDITED))
     await ctx.session.commit()
-    if tenant.dlp_policy is not None:
+    if any(getattr(tenant, f) is not None for f in ("dlp_policy", *CONTROL_FIELDS)):
         await refresh_routing_table(ctx)
     return TenantOut.model_validate(tenant, from_attributes=True)
 
@@ -137,10 +152,11 @@ async def update_tenant(tenant_id: IdPath, body: TenantUpdate, ctx: TenantsWrite
         ctx.authorize("tenants:write", body.team_id)  # moving needs both teams
     if "allowed_models" in sent:
         body.allowed_models = unique_models(body.allowed_models)
-    before, after = apply_patch(tenant, body, exclude={"dlp_policy"})
+    before, after = apply_patch(tenant, body, exclude={"dlp_policy", *CONTROL_FIELDS})
     policy_changed = "dlp_policy" in sent and patch_policy(
         ctx, tenant, body.dlp_policy, before, after
     )
+    policy_changed |= patch_controls(ctx, tenant, body, before, after)
     await flush_or_conflict(ctx.session, f"a tenant named {tenant.name!r} already exists")
     await ctx.audit("tenant.updated", f"tenant:{tenant.id}", before=before, after=after)
     await ctx.session.commit()

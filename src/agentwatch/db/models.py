@@ -18,7 +18,6 @@ from sqlalchemy import (
     LargeBinary,
     MetaData,
     String,
-    Text,
     TypeDecorator,
     UniqueConstraint,
 )
@@ -79,7 +78,7 @@ class Organization(Base):
     budget: Mapped[dict[str, Any] | None] = mapped_column(JSON(none_as_null=True))
     markup_pct: Mapped[float | None] = mapped_column(Float)  # +10: 10 % on top; -5: discount
     alert_webhook_url: Mapped[str | None] = mapped_column(String(2000))
-    alert_webhook_secret: Mapped[str | None] = mapped_column(Text)  # encrypted, like keys
+    alert_webhook_secret: Mapped[bytes | None] = mapped_column(LargeBinary)  # AES-GCM, as keys
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 

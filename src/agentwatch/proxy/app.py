@@ -52,6 +52,7 @@ from agentwatch.proxy.asgi_io import (
 from agentwatch.proxy.call import Call
 from agentwatch.proxy.dlp_stage import inspect_request, inspect_response, response_guard
 from agentwatch.proxy.frontend import Attempt, Endpoint, Reply, StreamTranslator
+from agentwatch.proxy.limit_stage import admit_call, settle_call
 from agentwatch.state import AppState
 from agentwatch.tenant_auth import Principal
 
@@ -74,6 +75,7 @@ class ProxyApp:
         if headers.anthropic_beta is not None:
             call.forward_headers["anthropic-beta"] = headers.anthropic_beta
         call.tags = headers.tags
+        call.end_user = headers.end_user
         state = self._state()
         try:
             await self._dispatch(state, call, scope, headers, receive, send)
@@ -95,6 +97,8 @@ class ProxyApp:
             event = call.usage_event(state.catalog)
             if event is not None:
                 state.recorder.record(event)
+            if call.spend is not None:
+                await settle_call(state, call, event)
             conversation = call.conversation_event()
             if conversation is not None:
                 state.recorder.record_conversation(conversation)
@@ -129,6 +133,7 @@ class ProxyApp:
         payload = validation.parse_json_object(body)
         call.payload = payload
         call.model = validation.model_name(payload)
+        call.spend = await admit_call(state, call, path, payload)
         inspect_request(state, call, path, payload)
         await endpoint.handler(self, call, payload, receive, send)
 
@@ -216,7 +221,7 @@ class ProxyApp:
         call.usage = usage
         body = inspect_response(call, body)
         call.mark_first_byte()
-        await send_json(send, 200, body, call.request_id)
+        await send_json(send, 200, body, call.request_id, call.response_headers())
 
     async def relay(
         self,
@@ -231,7 +236,11 @@ class ProxyApp:
             {
                 "type": "http.response.start",
                 "status": 200,
-                "headers": [*SSE_HEADERS, *base_headers(call.request_id)],
+                "headers": [
+                    *SSE_HEADERS,
+                    *base_headers(call.request_id),
+                    *call.response_headers(),
+                ],
             }
         )
         guard = response_guard(call)

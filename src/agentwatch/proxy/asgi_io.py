@@ -27,12 +27,13 @@ class ClientDisconnected(Exception):
 class RequestHeaders:
     """The few request headers the proxy reads, picked out in one pass."""
 
-    __slots__ = ("anthropic_beta", "api_key", "content_length", "request_id", "tags")
+    __slots__ = ("anthropic_beta", "api_key", "content_length", "end_user", "request_id", "tags")
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.api_key: str | None = None
         self.content_length: int | None = None
         self.request_id: str | None = None
+        self.end_user: str | None = None
         self.anthropic_beta: str | None = None
         self.tags: frozenset[str] = frozenset()
         bearer: str | None = None
@@ -49,6 +50,9 @@ class RequestHeaders:
                 self.request_id = value.decode("ascii")
             elif name == b"anthropic-beta":
                 self.anthropic_beta = value.decode("latin-1")
+            elif name == b"x-agentwatch-user":
+                user = value.decode("latin-1").strip()
+                self.end_user = user if 0 < len(user) <= 256 else None
             elif name == b"x-agentwatch-tags":
                 self.tags = frozenset(
                     t.strip() for t in value.decode("latin-1").split(",") if t.strip()

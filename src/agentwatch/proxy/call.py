@@ -12,6 +12,7 @@ from agentwatch.catalog import Catalog, Route
 from agentwatch.dlp.inspect import Inspection
 from agentwatch.errors import GatewayError
 from agentwatch.providers.base import JSONObject, Usage
+from agentwatch.spend.gate import Ticket, rate_headers
 from agentwatch.tenant_auth import Principal
 from agentwatch.token_text import StreamedText
 from agentwatch.tokens import TokenCounter
@@ -44,6 +45,15 @@ class Call:
     payload: JSONObject | None = None  # the request as parsed: its prompt, counted if need be
     streamed: StreamedText = field(default_factory=StreamedText)  # events the upstream sent
     dlp: Inspection | None = None  # set when the caller's DLP policy scans anything
+    spend: Ticket | None = None  # what the limit stage took, settled when the call ends
+    end_user: str | None = None  # the x-agentwatch-user header: per-user limits
+
+    def response_headers(self) -> list[tuple[bytes, bytes]]:
+        """Headers every answer carries beyond the request id: the rate-limit windows."""
+        if self.spend is None:
+            return []
+        admission = self.spend.admission
+        return rate_headers((admission.requests, admission.tokens))
 
     def failed(self, error: GatewayError) -> None:
         self.status = error.status

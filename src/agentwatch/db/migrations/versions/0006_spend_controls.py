@@ -28,7 +28,7 @@ def upgrade() -> None:
     with op.batch_alter_table("organizations", schema=None) as batch_op:
         batch_op.add_column(sa.Column("markup_pct", sa.Float(), nullable=True))
         batch_op.add_column(sa.Column("alert_webhook_url", sa.String(2000), nullable=True))
-        batch_op.add_column(sa.Column("alert_webhook_secret", sa.Text(), nullable=True))
+        batch_op.add_column(sa.Column("alert_webhook_secret", sa.LargeBinary(), nullable=True))
     with op.batch_alter_table("models", schema=None) as batch_op:
         batch_op.add_column(sa.Column("reasoning_cost_per_mtok", sa.Float(), nullable=True))
     with op.batch_alter_table("usage_records", schema=None) as batch_op:
