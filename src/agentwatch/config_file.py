@@ -57,6 +57,7 @@ class PriceSpec(_Strict):
     output_cost_per_mtok: float | None = Field(default=None, ge=0)
     cached_input_cost_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_cost_per_mtok: float | None = Field(default=None, ge=0)
+    reasoning_cost_per_mtok: float | None = Field(default=None, ge=0)  # default: output rate
 
     def is_set(self) -> bool:
         return self.input_cost_per_mtok is not None or self.output_cost_per_mtok is not None
@@ -345,6 +346,7 @@ def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:
             "output_cost_per_mtok": price.output_cost_per_mtok,
             "cached_input_cost_per_mtok": price.cached_input_cost_per_mtok,
             "cache_write_cost_per_mtok": price.cache_write_cost_per_mtok,
+            "reasoning_cost_per_mtok": price.reasoning_cost_per_mtok,
         }
     return entry
 

@@ -43,6 +43,7 @@ _PRICES = (
     "output_cost_per_mtok",
     "cached_input_cost_per_mtok",
     "cache_write_cost_per_mtok",
+    "reasoning_cost_per_mtok",
 )
 _NOT_NULL = ("name", "routes", "strategy", "retries", "circuit", "is_active")
 
@@ -104,6 +105,7 @@ class ModelUpdate(_Bounded, Strict):
     output_cost_per_mtok: float | None = Field(default=None, ge=0)
     cached_input_cost_per_mtok: float | None = Field(default=None, ge=0)
     cache_write_cost_per_mtok: float | None = Field(default=None, ge=0)
+    reasoning_cost_per_mtok: float | None = Field(default=None, ge=0)
     context_window: int | None = Field(default=None, gt=0)
     is_active: bool | None = None
 
@@ -119,6 +121,7 @@ class ModelOut(BaseModel):
     output_cost_per_mtok: float | None
     cached_input_cost_per_mtok: float | None
     cache_write_cost_per_mtok: float | None
+    reasoning_cost_per_mtok: float | None
     context_window: int | None
     is_active: bool
     created_at: datetime

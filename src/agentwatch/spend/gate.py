@@ -106,6 +106,9 @@ class SpendGate:
             return None
         now = now or datetime.now(UTC)
         prompt: int | None = None
+        # Prompts are counted with the first route's model's tokenizer: the alias is a name.
+        alias = catalog.alias(principal.org_id, model)
+        tokenizer_model = alias.routes[0].upstream_model if alias and alias.routes else model
         rates: list[RateCharge] = []
         parallel: list[ParallelCharge] = []
         budgets: list[BudgetCharge] = []
@@ -126,7 +129,7 @@ class SpendGate:
                         rates.append(RateCharge(f"rpm:{key}", spec.rpm, 1, "requests"))
                     if spec.tpm:
                         if prompt is None:
-                            prompt = self._count_prompt(endpoint, payload, model)
+                            prompt = self._count_prompt(endpoint, payload, tokenizer_model)
                         tokens = prompt + estimate.completion_tokens(endpoint, payload)
                         rates.append(RateCharge(f"tpm:{key}", spec.tpm, tokens, "tokens"))
                     if spec.max_parallel:
@@ -134,7 +137,7 @@ class SpendGate:
             budget = controls.budget
             if budget is not None:
                 if prompt is None:
-                    prompt = self._count_prompt(endpoint, payload, model)
+                    prompt = self._count_prompt(endpoint, payload, tokenizer_model)
                 completion = estimate.completion_tokens(endpoint, payload)
                 usage = Usage(prompt_tokens=prompt, completion_tokens=completion)
                 cost = catalog.estimate_cost_nanousd(principal.org_id, model, usage)
