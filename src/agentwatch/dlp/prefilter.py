@@ -111,7 +111,11 @@ class Prefilter:
                 self._groups.append(group)
             else:
                 self._whole_text.extend(group.rules)
-        self._expression_count = len(builder.expressions)
+        # Expression -> the groups it anchors: a scan then touches only what it hit.
+        self._groups_of: list[list[int]] = [[] for _ in builder.expressions]
+        for number, group in enumerate(self._groups):
+            for expression in group.expressions:
+                self._groups_of[expression].append(number)
         self._local = threading.local()
 
     def windows(self, text: str) -> dict[RuleKey, list[Window]]:
@@ -123,19 +127,28 @@ class Prefilter:
             plan.update(dict.fromkeys(self._non_ascii, whole))
         if self._database is None:
             return plan
-        hits: list[list[int]] = [[] for _ in range(self._expression_count)]
+        hits: dict[int, list[int]] = {}
 
         def on_hit(expression: int, start: int, end: int, flags: int, context: object) -> None:
-            hits[expression].append(end)
+            found = hits.get(expression)
+            if found is None:
+                hits[expression] = [end]
+            else:
+                found.append(end)
 
         self._database.scan(ascii_view(text), match_event_handler=on_hit, scratch=self._scratch())
-        for group in self._groups:
-            if len(group.expressions) == 1:
-                ends = hits[group.expressions[0]]
-            else:
-                ends = [end for expression in group.expressions for end in hits[expression]]
-            if not ends:
-                continue
+        if not hits:
+            return plan
+        ends_of: dict[int, list[int]] = {}
+        for expression, ends in hits.items():
+            for number in self._groups_of[expression]:
+                collected = ends_of.get(number)
+                if collected is None:
+                    ends_of[number] = list(ends)
+                else:
+                    collected.extend(ends)
+        for number, ends in ends_of.items():
+            group = self._groups[number]
             ends.sort()
             windows = _merge(ends, group.before, group.after, length)
             for key in group.rules:
