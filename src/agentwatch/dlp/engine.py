@@ -24,7 +24,8 @@ class Scanner:
         """Findings sorted by start; overlaps resolved to the most confident, then longest."""
         if not text:
             return []
-        return self._scan(text, self._prefilter.windows(text), min_confidence)
+        plan = self._prefilter.windows(text)
+        return self._scan(text, plan, min_confidence) if plan else []
 
     def scan_unfiltered(self, text: str, *, min_confidence: float = 0.0) -> list[Finding]:
         """What `scan` must find: every rule of every detector run over the whole text."""
