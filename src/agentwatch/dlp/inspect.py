@@ -267,6 +267,28 @@ def request_slots(endpoint: str, payload: dict[str, Any]) -> list[TextSlot]:
         value = payload.get(name)
         if isinstance(value, str):
             slots.append(TextSlot(payload, name, (name,), value))
-        elif isinstance(value, dict | list):
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                # The common case on the hot path: a message whose content is one string.
+                if isinstance(item, dict) and _plain_message(item):
+                    content = item.get("content")
+                    if isinstance(content, str) and not _is_binary(content):
+                        slots.append(TextSlot(item, "content", (name, index, "content"), content))
+                elif isinstance(item, str):
+                    if not _is_binary(item):
+                        slots.append(TextSlot(value, index, (name, index), item))
+                elif isinstance(item, dict | list):
+                    slots.extend(text_slots(item, (name, index)))
+        elif isinstance(value, dict):
             slots.extend(text_slots(value, (name,)))
     return slots
+
+
+_PLAIN_MESSAGE_KEYS = frozenset({"role", "content"})
+
+
+def _plain_message(message: dict[str, Any]) -> bool:
+    """Only a role and (string or no) content: nothing else in it to scan."""
+    return message.keys() <= _PLAIN_MESSAGE_KEYS and not isinstance(
+        message.get("content"), list | dict
+    )
