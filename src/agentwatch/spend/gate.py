@@ -197,7 +197,7 @@ def _refusal_error(refusal: Refusal) -> GatewayError:
     if refusal.kind == "budget":
         return BudgetExceeded(
             f"the budget of {scope} is used up for this period "
-            f"(${refusal.used / 1e9:.4f} spent or reserved of ${refusal.limit / 1e9:.4f}); "
+            f"(${_usd(refusal.used)} spent or reserved of ${_usd(refusal.limit)}); "
             f"it renews in {duration(refusal.retry_after)}",
             headers=headers,
         )
@@ -219,6 +219,12 @@ def _refusal_error(refusal: Refusal) -> GatewayError:
         f"{refusal.used} used, {refusal.requested} requested; retry in {retry}s",
         headers=headers,
     )
+
+
+def _usd(nanos: int) -> str:
+    """Dollars with cents, or more digits for sums under a cent."""
+    dollars = nanos / 1e9
+    return f"{dollars:.2f}" if dollars >= 0.01 or dollars == 0 else f"{dollars:.9f}".rstrip("0")
 
 
 def _describe(key: str) -> str:
