@@ -30,6 +30,7 @@ from agentwatch.dlp.engine import default_scanner
 from agentwatch.dlp.policy import DlpPolicy, load_policy_book
 from agentwatch.http_guard import HttpGuard
 from agentwatch.metrics import build_registry
+from agentwatch.observe.access_log import AccessLog
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
 from agentwatch.routing.router import Router
@@ -182,6 +183,7 @@ async def start_state(
         alerts=BudgetAlerts(sessions, Keyring.from_settings(settings), upstream.http),
         controls=controls,
         tokens=tokens,
+        access_log=AccessLog(settings.log_format) if settings.access_log else None,
     )
 
 

@@ -53,6 +53,10 @@ class Settings:
     # What rate limits and budgets do when Redis is unreachable
     # (AGENTWATCH_LIMITS_REDIS_FAILURE): "open" decides in-process, "closed" refuses (503).
     limits_redis_failure: Literal["open", "closed"] = "open"
+    # One line per /v1 call (AGENTWATCH_ACCESS_LOG on|off) as JSON or logfmt text
+    # (AGENTWATCH_LOG_FORMAT json|text), on stdout; see docs/observability.md.
+    access_log: bool = True
+    log_format: Literal["json", "text"] = "json"
 
     @property
     def embedded_database(self) -> bool:
@@ -113,7 +117,29 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         cors_origins=tuple(_list(env, "AGENTWATCH_CORS_ORIGINS")),
         limits_redis_failure=_failure_policy(env),
+        access_log=_switch(env, "AGENTWATCH_ACCESS_LOG", True),
+        log_format=_log_format(env),
     )
+
+
+def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:
+    value = (env.get(name) or "").strip().lower()
+    if not value:
+        return default
+    if value in ("on", "true", "1", "yes"):
+        return True
+    if value in ("off", "false", "0", "no"):
+        return False
+    raise SettingsError(f"{name} must be on or off, got {value!r}")
+
+
+def _log_format(env: Mapping[str, str]) -> Literal["json", "text"]:
+    value = (env.get("AGENTWATCH_LOG_FORMAT") or "json").strip().lower()
+    if value == "json":
+        return "json"
+    if value == "text":
+        return "text"
+    raise SettingsError(f"AGENTWATCH_LOG_FORMAT must be json or text, got {value!r}")
 
 
 def _failure_policy(env: Mapping[str, str]) -> Literal["open", "closed"]:

@@ -11,6 +11,7 @@ from agentwatch.catalog import Catalog, load_catalog
 from agentwatch.crypto import Keyring
 from agentwatch.dlp.engine import Scanner
 from agentwatch.dlp.policy import PolicyBook, load_policy_book
+from agentwatch.observe.access_log import AccessLog
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
 from agentwatch.spend.alerts import BudgetAlerts
@@ -39,6 +40,7 @@ class AppState:
     controls: ControlBook = field(default_factory=ControlBook)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     tokens: TokenCounter = field(default_factory=TokenCounter)  # default: approximate counts
+    access_log: AccessLog | None = None  # None: AGENTWATCH_ACCESS_LOG=off
 
     async def reload_catalog(self) -> None:
         """Rebuild the routing table, the DLP policies and the spend controls from the database

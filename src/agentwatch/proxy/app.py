@@ -28,6 +28,7 @@ from agentwatch.frontends.anthropic_messages import (
     handle_messages,
 )
 from agentwatch.frontends.openai_responses import handle_responses
+from agentwatch.observe.access_log import request_fields
 from agentwatch.providers.base import (
     ChatStream,
     JSONObject,
@@ -97,6 +98,8 @@ class ProxyApp:
             event = call.usage_event(state.catalog)
             if event is not None:
                 state.recorder.record(event)
+            if state.access_log is not None:
+                state.access_log.write(request_fields(call, event))
             if call.spend is not None:
                 await settle_call(state, call, event)
             conversation = call.conversation_event()

@@ -1,0 +1,1 @@
+"""What the gateway tells operators about its traffic: access log lines and traces."""
