@@ -1,6 +1,15 @@
 #!/usr/bin/env bash
-# Start PostgreSQL and Redis on 127.0.0.1 when they are down (the test suite uses both for real).
+# Start PostgreSQL and Redis on 127.0.0.1 when they are down (the test suite uses both for real),
+# and install Prometheus, which tests/test_metrics_prometheus.py starts itself on a free port.
 set -euo pipefail
+
+if ! command -v prometheus >/dev/null 2>&1; then
+    echo "installing prometheus" >&2
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus
+    # The package's own service is not wanted: tests run their own instance on 127.0.0.1.
+    if command -v service >/dev/null 2>&1; then service prometheus stop >/dev/null 2>&1 || true; fi
+fi
 
 if ! pg_isready -h 127.0.0.1 -p 5432 -q 2>/dev/null; then
     echo "starting PostgreSQL" >&2

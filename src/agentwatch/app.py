@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from sqlalchemy import text
@@ -29,14 +30,14 @@ from agentwatch.db.migrate import upgrade_database
 from agentwatch.dlp.engine import default_scanner
 from agentwatch.dlp.policy import DlpPolicy, load_policy_book
 from agentwatch.http_guard import HttpGuard
-from agentwatch.metrics import build_registry
+from agentwatch.metrics import GatewayMetrics
 from agentwatch.observe.access_log import AccessLog
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
 from agentwatch.routing.router import Router
 from agentwatch.routing.shared import POLL_SECONDS as SHARED_CIRCUIT_POLL_SECONDS
 from agentwatch.routing.shared import SharedCircuits
-from agentwatch.settings import Settings
+from agentwatch.settings import Settings, load_settings
 from agentwatch.spend.alerts import BudgetAlerts
 from agentwatch.spend.book import load_control_book
 from agentwatch.spend.gate import SpendGate
@@ -51,6 +52,7 @@ from agentwatch.usage.rollup import RollupJob
 
 log = logging.getLogger(__name__)
 CATALOG_REFRESH_SECONDS = 10.0
+GAUGE_REFRESH_SECONDS = 1.0
 USAGE_SPILL_FILE = "usage-spill.jsonl"
 
 
@@ -85,12 +87,21 @@ def create_app(
     install_error_handlers(api)
     api.include_router(admin_router)
 
-    registry = build_registry(lambda: getattr(api.state, "agentwatch", None))
-    api.state.registry = registry
+    metrics = GatewayMetrics(enabled=settings.metrics_enabled)
+    api.state.metrics = metrics
 
     @api.get("/metrics", tags=["health"], include_in_schema=False)
-    async def metrics() -> Response:
-        return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+    async def scrape(request: Request) -> Response:
+        if settings.metrics_token is not None and not _bearer_matches(
+            request.headers.get("authorization", ""), settings.metrics_token
+        ):
+            return Response(
+                "a bearer token is required\n",
+                status_code=401,
+                headers={"www-authenticate": "Bearer"},
+            )
+        body = metrics.exposition(getattr(api.state, "agentwatch", None))
+        return Response(body, media_type=CONTENT_TYPE_LATEST)
 
     @api.get("/healthz", tags=["health"])
     async def healthz() -> dict[str, str]:
@@ -108,6 +119,19 @@ def create_app(
 
     gateway = Gateway(api, ProxyApp(lambda: api.state.agentwatch))
     return HttpGuard(gateway, settings.cors_origins)
+
+
+def create_worker_app() -> HttpGuard:
+    """The app of one `serve --workers N` process: settings and config from the environment,
+    the database already prepared by the parent."""
+    settings = load_settings()
+    config = load_config(settings.config_path) if settings.config_path is not None else None
+    return create_app(settings.with_overrides(config_path=None), config, database_ready=True)
+
+
+def _bearer_matches(header: str, token: str) -> bool:
+    scheme, _, value = header.partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(value.strip(), token)
 
 
 async def prepare_database(settings: Settings, config: GatewayConfig | None) -> None:
@@ -138,9 +162,11 @@ async def start_state(
     config: GatewayConfig | None,
     *,
     database_ready: bool = False,
-    registry: CollectorRegistry | None = None,
+    metrics: GatewayMetrics | None = None,
 ) -> AppState:
-    """`registry`: where counters built with the state (the limit store's) are exported."""
+    """`metrics`: where the calls and the counters built with the state (the limit store's)
+    are recorded; a fresh set if none."""
+    metrics = metrics if metrics is not None else GatewayMetrics()
     if config is None and settings.config_path is not None:
         config = load_config(settings.config_path)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -178,11 +204,12 @@ async def start_state(
         scanner=scanner,
         dlp=dlp,
         spend=SpendGate(
-            build_limit_store(settings, sessions, registry), tokens.count_prompt_tokens
+            build_limit_store(settings, sessions, metrics.registry), tokens.count_prompt_tokens
         ),
         alerts=BudgetAlerts(sessions, Keyring.from_settings(settings), upstream.http),
         controls=controls,
         tokens=tokens,
+        metrics=metrics,
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
     )
 
@@ -200,7 +227,7 @@ async def _lifespan(
     api: FastAPI, settings: Settings, config: GatewayConfig | None, database_ready: bool
 ) -> AsyncIterator[None]:
     state = await start_state(
-        settings, config, database_ready=database_ready, registry=api.state.registry
+        settings, config, database_ready=database_ready, metrics=api.state.metrics
     )
     api.state.agentwatch = state
     # Everything built so far lives as long as the process: move it out of the collector's
@@ -213,6 +240,7 @@ async def _lifespan(
         asyncio.create_task(RollupJob(state.sessions).run_forever(), name="usage-rollup")
     )
     background.append(asyncio.create_task(reconcile_forever(state), name="budget-reconcile"))
+    background.append(asyncio.create_task(_refresh_gauges(state), name="metrics-gauges"))
     shared = _shared_circuits(settings)
     if shared is not None:
         state.router.shared = shared
@@ -243,6 +271,14 @@ async def _sync_circuits(state: AppState, shared: SharedCircuits) -> None:
         except (RedisError, OSError) as exc:
             log.warning("could not read shared circuit state from Redis: %s", exc)
         await asyncio.sleep(SHARED_CIRCUIT_POLL_SECONDS)
+
+
+async def _refresh_gauges(state: AppState) -> None:
+    """With several workers a scrape reads every process's gauges from files: keep this one's
+    current (a scrape refreshes the answering process's own anyway)."""
+    while True:
+        state.metrics.refresh(state)
+        await asyncio.sleep(GAUGE_REFRESH_SECONDS)
 
 
 async def _refresh_forever(state: AppState) -> None:

@@ -6,6 +6,8 @@ import argparse
 import asyncio
 import getpass
 import logging
+import os
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -77,6 +79,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--config", type=Path, help="declarative YAML (default: $AGENTWATCH_CONFIG)")
     serve.add_argument("--host", help="bind address (default: $HOST or 127.0.0.1)")
     serve.add_argument("--port", type=int, help="port (default: $PORT or 8787)")
+    serve.add_argument(
+        "--workers", type=int, help="worker processes (default: $AGENTWATCH_WORKERS or 1)"
+    )
     serve.set_defaults(run=_serve)
 
     db = commands.add_parser("db", help="database maintenance", description="Database maintenance.")
@@ -183,6 +188,10 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         overrides["host"] = args.host
     if args.port:
         overrides["port"] = args.port
+    if args.workers is not None:
+        if args.workers < 1:
+            raise CommandError(f"--workers must be at least 1, got {args.workers}")
+        overrides["workers"] = args.workers
     settings = settings.with_overrides(**overrides) if overrides else settings
     config: GatewayConfig | None = None
     if settings.config_path is not None:
@@ -200,26 +209,49 @@ def _serve(settings: Settings, args: argparse.Namespace) -> None:
         asyncio.run(prepare_database(settings, config))
     except (SQLAlchemyError, OSError) as exc:
         raise CommandError(f"cannot prepare the database: {_first_line(exc)}") from exc
+    server_options: dict[str, object] = {
+        "host": settings.host,
+        "port": settings.port,
+        "loop": "uvloop",
+        "http": "httptools",
+        "lifespan": "on",
+        "access_log": False,
+        "proxy_headers": False,
+        "log_level": settings.log_level.lower(),
+        "server_header": False,
+    }
+    if settings.workers > 1:
+        _serve_workers(settings, server_options)
+        return
     # Applied above: the server's start-up needs neither the file nor a second pass; it keeps
     # what lives only in memory (the `dlp:` policy).
     settings = settings.with_overrides(config_path=None)
-    server = uvicorn.Server(
-        uvicorn.Config(
-            create_app(settings, config, database_ready=True),
-            host=settings.host,
-            port=settings.port,
-            loop="uvloop",
-            http="httptools",
-            lifespan="on",
-            access_log=False,
-            proxy_headers=False,
-            log_level=settings.log_level.lower(),
-            server_header=False,
-        )
-    )
+    app = create_app(settings, config, database_ready=True)
+    server = uvicorn.Server(uvicorn.Config(app, **server_options))  # type: ignore[arg-type]
     server.run()
     if not server.started:
         raise SystemExit(1)
+
+
+def _serve_workers(settings: Settings, server_options: dict[str, object]) -> None:
+    """uvicorn's worker processes, each building the app from the environment; Prometheus
+    metrics go through files in the data directory, emptied here, so a scrape of any worker
+    counts the calls of all of them."""
+    import uvicorn
+
+    metrics_dir = settings.data_dir / "prometheus-multiproc"
+    shutil.rmtree(metrics_dir, ignore_errors=True)
+    metrics_dir.mkdir(parents=True)
+    # Inherited by the workers, which read both before building anything.
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_dir)
+    if settings.config_path is not None:
+        os.environ["AGENTWATCH_CONFIG"] = str(settings.config_path.resolve())
+    uvicorn.run(
+        "agentwatch.app:create_worker_app",
+        factory=True,
+        workers=settings.workers,
+        **server_options,  # type: ignore[arg-type]
+    )
 
 
 def _db_upgrade(settings: Settings, _args: argparse.Namespace) -> None:

@@ -53,6 +53,12 @@ class Settings:
     # What rate limits and budgets do when Redis is unreachable
     # (AGENTWATCH_LIMITS_REDIS_FAILURE): "open" decides in-process, "closed" refuses (503).
     limits_redis_failure: Literal["open", "closed"] = "open"
+    # Per-call Prometheus recording (AGENTWATCH_METRICS off: the benchmark's A/B switch) and the
+    # bearer token /metrics asks for (AGENTWATCH_METRICS_TOKEN; none: open).
+    metrics_enabled: bool = True
+    metrics_token: str | None = None
+    # uvicorn worker processes for `agentwatch serve` (AGENTWATCH_WORKERS).
+    workers: int = 1
     # One line per /v1 call (AGENTWATCH_ACCESS_LOG on|off) as JSON or logfmt text
     # (AGENTWATCH_LOG_FORMAT json|text), on stdout; see docs/observability.md.
     access_log: bool = True
@@ -117,6 +123,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         cors_origins=tuple(_list(env, "AGENTWATCH_CORS_ORIGINS")),
         limits_redis_failure=_failure_policy(env),
+        metrics_enabled=_switch(env, "AGENTWATCH_METRICS", True),
+        metrics_token=env.get("AGENTWATCH_METRICS_TOKEN") or None,
+        workers=_positive_int(env, "AGENTWATCH_WORKERS", 1),
         access_log=_switch(env, "AGENTWATCH_ACCESS_LOG", True),
         log_format=_log_format(env),
     )

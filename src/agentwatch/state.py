@@ -11,6 +11,7 @@ from agentwatch.catalog import Catalog, load_catalog
 from agentwatch.crypto import Keyring
 from agentwatch.dlp.engine import Scanner
 from agentwatch.dlp.policy import PolicyBook, load_policy_book
+from agentwatch.metrics import GatewayMetrics
 from agentwatch.observe.access_log import AccessLog
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
@@ -40,6 +41,7 @@ class AppState:
     controls: ControlBook = field(default_factory=ControlBook)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     tokens: TokenCounter = field(default_factory=TokenCounter)  # default: approximate counts
+    metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     access_log: AccessLog | None = None  # None: AGENTWATCH_ACCESS_LOG=off
 
     async def reload_catalog(self) -> None:

@@ -7,6 +7,7 @@ import contextlib
 import itertools
 import logging
 import secrets
+import time
 from collections.abc import Callable
 
 import orjson
@@ -96,6 +97,7 @@ class ProxyApp:
                 await send_error(send, internal, call.request_id, call.render_error(internal))
         finally:
             event = call.usage_event(state.catalog)
+            state.metrics.record_call(call, event)
             if event is not None:
                 state.recorder.record(event)
             if state.access_log is not None:
@@ -159,10 +161,14 @@ class ProxyApp:
             raise UnknownModel(f"the model '{call.model}' does not exist", param="model")
         if not principal.may_use(call.model):
             raise ModelNotAllowed(f"this API key may not use the model '{call.model}'")
-        reply = await state.router.run(call, alias, state.catalog, attempt)
-        if reply.stream is not None:
-            await self.relay(call, reply.stream, receive, send, reply.translator)
-        else:
+        upstream_started = time.perf_counter()
+        try:
+            reply = await state.router.run(call, alias, state.catalog, attempt)
+            if reply.stream is not None:
+                await self.relay(call, reply.stream, receive, send, reply.translator)
+        finally:
+            call.upstream_seconds = time.perf_counter() - upstream_started
+        if reply.stream is None:
             assert reply.body is not None
             await self.answer(call, reply.body, reply.usage, send)
         if call.usage is not None:

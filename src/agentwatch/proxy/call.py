@@ -35,6 +35,7 @@ class Call:
     error_type: str | None = None
     usage: Usage | None = None
     first_byte_at: float | None = None
+    upstream_seconds: float = 0.0  # waiting on upstreams: routing and attempts, stream relay
     attempts: int = 0  # upstream attempts, retries and failovers included
     failovers: int = 0  # routes given up on before the one that answered
     body_bytes: int = 0
