@@ -8,6 +8,7 @@ also make fails here.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -16,8 +17,11 @@ from typing import Any
 import httpx
 import pytest
 
+from agentwatch.db.models import Conversation
+from agentwatch.settings import normalise_database_url
 from tests.admin_support import bearer, login_token
 from tests.conftest import BACKENDS
+from tests.ledger_support import migrated
 from tests.support import Gateway, database
 
 CONFIG = "providers: []\nmodels: []\n"
@@ -70,6 +74,11 @@ class World:
     def key(self, team_id: int) -> int:
         tenant = self.tenant(team_id)
         return int(self.admin("POST", f"/api/tenants/{tenant}/keys", json={"name": "k"})["id"])
+
+    def conversation(self) -> int:
+        """A request-log row of this organisation, written straight to the database (the
+        matrix gateway has no models to call)."""
+        return asyncio.run(_insert_conversation(self.gateway.database_url, self.org_id))
 
     def provider(self) -> tuple[int, str]:
         name = unique("provider")
@@ -318,7 +327,22 @@ CASES = [
     _case("audit read", ADMINS, lambda w: ("GET", "/api/audit-logs", None)),
     # DLP
     _case("dlp detectors list", EVERYONE, lambda w: ("GET", "/api/dlp/detectors", None)),
+    # request log (dlp:read)
+    _case("conversations list", TEAM_ADMINS, lambda w: ("GET", "/api/conversations", None)),
+    _case(
+        "conversations get",
+        TEAM_ADMINS,
+        lambda w: ("GET", f"/api/conversations/{w.conversation()}", None),
+    ),
 ]
+
+
+async def _insert_conversation(url: str, org_id: int) -> int:
+    async with migrated(normalise_database_url(url)) as sessions, sessions.begin() as session:
+        row = Conversation(org_id=org_id, request_id=unique("req"), model="m", risk_score=1.0)
+        session.add(row)
+        await session.flush()
+        return row.id
 
 
 def _member_removal(world: World, team_id: int) -> Call:
@@ -453,6 +477,10 @@ def test_another_organisation_cannot_reach_anything_by_id_body_query_or_header(
         f"/api/providers/{provider}/keys",
     ):
         assert world.client.get(path, headers=outsider).status_code == 404, path
+    conversation = f"/api/conversations/{world.conversation()}"
+    assert world.client.get(conversation, headers=outsider).status_code == 404
+    listed = world.client.get("/api/conversations", headers=outsider)
+    assert listed.status_code == 200 and listed.json()["data"] == [], listed.text
     nested = f"/api/providers/{provider}/keys/{provider_key}"
     assert world.client.delete(nested, headers=outsider).status_code == 404
     assert (

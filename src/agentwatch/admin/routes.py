@@ -11,6 +11,7 @@ from agentwatch.admin import (
     accounts,
     api_keys,
     audit_routes,
+    conversations,
     dlp,
     models,
     organizations,
@@ -64,5 +65,6 @@ for resource in (
     usage,
     audit_routes,
     dlp,
+    conversations,
 ):
     router.include_router(resource.router, responses=_ERRORS)
