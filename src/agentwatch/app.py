@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from agentwatch.admin.routes import router as admin_router
 from agentwatch.api_guard import AdminRequestGuard, install_error_handlers
 from agentwatch.bootstrap import bootstrap
+from agentwatch.cache.build import build_response_cache
 from agentwatch.catalog import load_catalog
 from agentwatch.config_file import GatewayConfig, load_config
 from agentwatch.crypto import Keyring
@@ -184,6 +185,8 @@ async def start_state(
         catalog = await load_catalog(session, Keyring.from_settings(settings), upstream)
         dlp = await load_policy_book(session, base_policy, scanner.detectors)
         controls = await load_control_book(session)
+        cache = build_response_cache(settings)
+        await cache.reload(session)
     recorder = UsageRecorder(
         sessions,
         settings.data_dir / USAGE_SPILL_FILE,
@@ -209,6 +212,7 @@ async def start_state(
         alerts=BudgetAlerts(sessions, Keyring.from_settings(settings), upstream.http),
         controls=controls,
         tokens=tokens,
+        cache=cache,
         metrics=metrics,
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
     )
@@ -218,6 +222,7 @@ async def stop_state(state: AppState) -> None:
     await state.alerts.drain()
     await state.spend.store.close()
     await state.recorder.close()
+    await state.cache.close()
     await state.upstream.close()
     await state.engine.dispose()
 

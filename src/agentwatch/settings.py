@@ -53,6 +53,8 @@ class Settings:
     # What rate limits and budgets do when Redis is unreachable
     # (AGENTWATCH_LIMITS_REDIS_FAILURE): "open" decides in-process, "closed" refuses (503).
     limits_redis_failure: Literal["open", "closed"] = "open"
+    # The in-process response cache's bound on stored answers (AGENTWATCH_CACHE_MAX_BYTES).
+    cache_max_bytes: int = 64 * 1024 * 1024
     # Per-call Prometheus recording (AGENTWATCH_METRICS off: the benchmark's A/B switch) and the
     # bearer token /metrics asks for (AGENTWATCH_METRICS_TOKEN; none: open).
     metrics_enabled: bool = True
@@ -123,6 +125,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         ),
         cors_origins=tuple(_list(env, "AGENTWATCH_CORS_ORIGINS")),
         limits_redis_failure=_failure_policy(env),
+        cache_max_bytes=_positive_int(env, "AGENTWATCH_CACHE_MAX_BYTES", 64 * 1024 * 1024),
         metrics_enabled=_switch(env, "AGENTWATCH_METRICS", True),
         metrics_token=env.get("AGENTWATCH_METRICS_TOKEN") or None,
         workers=_positive_int(env, "AGENTWATCH_WORKERS", 1),

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from agentwatch.admin.throttle import LoginThrottle
+from agentwatch.cache.response_cache import ResponseCache
 from agentwatch.catalog import Catalog, load_catalog
 from agentwatch.crypto import Keyring
 from agentwatch.dlp.engine import Scanner
@@ -41,6 +42,7 @@ class AppState:
     controls: ControlBook = field(default_factory=ControlBook)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     tokens: TokenCounter = field(default_factory=TokenCounter)  # default: approximate counts
+    cache: ResponseCache = field(default_factory=ResponseCache)  # the exact response cache
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     access_log: AccessLog | None = None  # None: AGENTWATCH_ACCESS_LOG=off
 
@@ -52,3 +54,4 @@ class AppState:
             self.catalog = await load_catalog(session, keyring, self.upstream)
             self.dlp = await load_policy_book(session, self.dlp.base, self.scanner.detectors)
             self.controls = await load_control_book(session)
+            await self.cache.reload(session)

@@ -200,7 +200,10 @@ async def update_organization(org_id: IdPath, body: OrgUpdate, ctx: OrgsWrite) -
     if "alert_webhook_secret" in sent:
         org.alert_webhook_secret = _sealed(ctx, body.alert_webhook_secret)
         changes["alert_webhook_secret"] = "(set)" if body.alert_webhook_secret else None
-    policy_changed |= bool(sent & {"markup_pct", "alert_webhook_url", "alert_webhook_secret"})
+    # `settings` holds the response cache's switch: it takes effect at once too.
+    policy_changed |= bool(
+        sent & {"markup_pct", "alert_webhook_url", "alert_webhook_secret", "settings"}
+    )
     await flush_or_conflict(ctx.session, f"an organisation named {org.name!r} already exists")
     await _audit(ctx, org.id, "org.updated", f"org:{org.id}", before=before, after=changes)
     await ctx.session.commit()

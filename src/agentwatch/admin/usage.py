@@ -43,6 +43,8 @@ class UsageRecordOut(BaseModel):
     cost_usd: float | None
     latency_ms: float
     ttft_ms: float | None
+    cache_hit: bool = Field(description="answered from the response cache (cost 0)")
+    saved_usd: float | None = Field(description="a cache hit's cost, had it gone upstream")
 
 
 class UsagePage(BaseModel):

@@ -20,6 +20,7 @@ from sqlalchemy import (
     String,
     TypeDecorator,
     UniqueConstraint,
+    false,
 )
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
@@ -296,6 +297,9 @@ class UsageRecord(Base):
     cost_nanousd: Mapped[int | None] = mapped_column(BigInteger, default=0)
     latency_ms: Mapped[float] = mapped_column(Float)
     ttft_ms: Mapped[float | None] = mapped_column(Float)
+    # Answered from the response cache (cost_nanousd 0); saved_nanousd: what it would have cost.
+    cache_hit: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    saved_nanousd: Mapped[int | None] = mapped_column(BigInteger)
 
 
 class AuditLog(Base):

@@ -37,7 +37,7 @@ from agentwatch.providers.base import (
     Usage,
     speaks_legacy_completions,
 )
-from agentwatch.proxy import validation
+from agentwatch.proxy import cache_stage, validation
 from agentwatch.proxy.asgi_io import (
     SSE_HEADERS,
     ClientDisconnected,
@@ -140,6 +140,8 @@ class ProxyApp:
         call.model = validation.model_name(payload)
         call.spend = await admit_call(state, call, path, payload)
         inspect_request(state, call, path, payload)
+        if await cache_stage.answer_from_cache(state, call, path, payload, headers.cache, send):
+            return
         await endpoint.handler(self, call, payload, receive, send)
 
     async def _authenticate(self, state: AppState, headers: RequestHeaders) -> Principal:
@@ -230,6 +232,7 @@ class ProxyApp:
         call.usage = usage
         body = inspect_response(call, body)
         call.mark_first_byte()
+        await cache_stage.remember_answer(self._state(), call, body)  # before the client sees it
         await send_json(send, 200, body, call.request_id, call.response_headers())
 
     async def relay(
@@ -241,6 +244,7 @@ class ProxyApp:
         translator: StreamTranslator | None = None,
     ) -> None:
         """Pass events through as they arrive; a client hang-up stops the upstream read at once."""
+        stream = cache_stage.recording(self._state(), call, stream)
         await send(
             {
                 "type": "http.response.start",

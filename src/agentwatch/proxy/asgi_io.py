@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
+from agentwatch.cache.policy import CacheRequest
 from agentwatch.errors import BodyTooLarge, GatewayError
 
 Scope = MutableMapping[str, Any]
@@ -27,7 +28,15 @@ class ClientDisconnected(Exception):
 class RequestHeaders:
     """The few request headers the proxy reads, picked out in one pass."""
 
-    __slots__ = ("anthropic_beta", "api_key", "content_length", "end_user", "request_id", "tags")
+    __slots__ = (
+        "anthropic_beta",
+        "api_key",
+        "cache",
+        "content_length",
+        "end_user",
+        "request_id",
+        "tags",
+    )
 
     def __init__(self, raw: list[tuple[bytes, bytes]]) -> None:
         self.api_key: str | None = None
@@ -37,6 +46,9 @@ class RequestHeaders:
         self.anthropic_beta: str | None = None
         self.tags: frozenset[str] = frozenset()
         bearer: str | None = None
+        cache_mode: bytes | None = None
+        cache_ttl: bytes | None = None
+        cache_control: bytes | None = None
         for name, value in raw:
             if name == b"authorization":
                 scheme, _, token = value.decode("latin-1").partition(" ")
@@ -57,8 +69,15 @@ class RequestHeaders:
                 self.tags = frozenset(
                     t.strip() for t in value.decode("latin-1").split(",") if t.strip()
                 )
+            elif name == b"x-agentwatch-cache":
+                cache_mode = value
+            elif name == b"x-agentwatch-cache-ttl":
+                cache_ttl = value
+            elif name == b"cache-control":
+                cache_control = value
         if bearer is not None:
             self.api_key = bearer
+        self.cache = CacheRequest.from_headers(cache_mode, cache_ttl, cache_control)
 
 
 async def read_body(receive: Receive, limit: int, declared_length: int | None) -> bytes:

@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from agentwatch.cache.response_cache import CacheTicket
+from agentwatch.cache.savings import hit_savings
 from agentwatch.catalog import Catalog, Route
 from agentwatch.dlp.inspect import Inspection
 from agentwatch.errors import GatewayError
@@ -48,13 +50,15 @@ class Call:
     dlp: Inspection | None = None  # set when the caller's DLP policy scans anything
     spend: Ticket | None = None  # what the limit stage took, settled when the call ends
     end_user: str | None = None  # the x-agentwatch-user header: per-user limits
+    cache: CacheTicket | None = None  # set when the response cache was consulted
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
         """Headers every answer carries beyond the request id: the rate-limit windows."""
-        if self.spend is None:
-            return []
-        admission = self.spend.admission
-        return rate_headers((admission.requests, admission.tokens))
+        headers = [] if self.cache is None else [self.cache.header]
+        if self.spend is not None:
+            admission = self.spend.admission
+            headers += rate_headers((admission.requests, admission.tokens))
+        return headers
 
     def failed(self, error: GatewayError) -> None:
         self.status = error.status
@@ -92,6 +96,10 @@ class Call:
         elif self.attempts == 0:
             usage, cost = Usage(), 0  # refused before any upstream saw it: nothing to pay
         # Otherwise an upstream answered without a count: tokens and cost unknown (NULL).
+        saved = None
+        if self.cache is not None and self.cache.hit:
+            # Served from the cache: nothing paid upstream; saved, the alias's first route.
+            saved, cost = hit_savings(catalog, self.principal.org_id, self.model, usage), 0
         return UsageEvent(
             request_id=self.request_id,
             created_at=self.created_at,
@@ -119,6 +127,8 @@ class Call:
                 if self.first_byte_at is not None
                 else None
             ),
+            cache_hit=self.cache is not None and self.cache.hit,
+            saved_nanousd=saved,
         )
 
     def conversation_event(self) -> ConversationEvent | None:

@@ -116,4 +116,6 @@ def _record_json(record: UsageRecord, tenant: str | None) -> dict[str, object]:
         "cost_usd": None if record.cost_nanousd is None else nanos_to_usd(record.cost_nanousd),
         "latency_ms": record.latency_ms,
         "ttft_ms": record.ttft_ms,
+        "cache_hit": record.cache_hit,
+        "saved_usd": None if record.saved_nanousd is None else nanos_to_usd(record.saved_nanousd),
     }

@@ -62,6 +62,8 @@ class UsageEvent:
     attempts: int = 1
     team_id: int | None = None
     reasoning_tokens: int | None = None
+    cache_hit: bool = False  # answered from the response cache: cost 0
+    saved_nanousd: int | None = None  # a cache hit's cost had it gone upstream
 
     def as_row(self) -> dict[str, object]:
         return {name: getattr(self, name) for name in _FIELDS}
