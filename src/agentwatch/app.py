@@ -33,6 +33,7 @@ from agentwatch.dlp.policy import DlpPolicy, load_policy_book
 from agentwatch.http_guard import HttpGuard
 from agentwatch.metrics import GatewayMetrics
 from agentwatch.observe.access_log import AccessLog
+from agentwatch.observe.tracing import Tracing
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
 from agentwatch.routing.router import Router
@@ -215,6 +216,11 @@ async def start_state(
         cache=cache,
         metrics=metrics,
         access_log=AccessLog(settings.log_format) if settings.access_log else None,
+        tracing=(
+            Tracing(settings.otlp_traces_url, capture_content=settings.otel_capture_content)
+            if settings.otlp_traces_url is not None
+            else None
+        ),
     )
 
 
@@ -225,6 +231,9 @@ async def stop_state(state: AppState) -> None:
     await state.cache.close()
     await state.upstream.close()
     await state.engine.dispose()
+    if state.tracing is not None:
+        # Flushes the spans still queued; the exporter's HTTP call blocks, so not on the loop.
+        await asyncio.to_thread(state.tracing.shutdown)
 
 
 @asynccontextmanager

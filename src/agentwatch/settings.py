@@ -65,6 +65,10 @@ class Settings:
     # (AGENTWATCH_LOG_FORMAT json|text), on stdout; see docs/observability.md.
     access_log: bool = True
     log_format: Literal["json", "text"] = "json"
+    # Where OpenTelemetry spans are exported over OTLP/HTTP (the full traces URL; None: off),
+    # and whether spans carry the (DLP-redacted) request messages; see docs/observability.md.
+    otlp_traces_url: str | None = None
+    otel_capture_content: bool = False
 
     @property
     def embedded_database(self) -> bool:
@@ -131,7 +135,21 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         workers=_positive_int(env, "AGENTWATCH_WORKERS", 1),
         access_log=_switch(env, "AGENTWATCH_ACCESS_LOG", True),
         log_format=_log_format(env),
+        otlp_traces_url=_otlp_traces_url(env),
+        otel_capture_content=_switch(env, "AGENTWATCH_OTEL_CAPTURE_CONTENT", False),
     )
+
+
+def _otlp_traces_url(env: Mapping[str, str]) -> str | None:
+    """AGENTWATCH_OTLP_ENDPOINT, else the standard variables: the traces URL as given, or the
+    base URL plus the traces path."""
+    base = env.get("AGENTWATCH_OTLP_ENDPOINT") or ""
+    if not base:
+        full = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or ""
+        if full:
+            return full
+        base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or ""
+    return base.rstrip("/") + "/v1/traces" if base else None
 
 
 def _switch(env: Mapping[str, str], name: str, default: bool) -> bool:

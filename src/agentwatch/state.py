@@ -14,6 +14,7 @@ from agentwatch.dlp.engine import Scanner
 from agentwatch.dlp.policy import PolicyBook, load_policy_book
 from agentwatch.metrics import GatewayMetrics
 from agentwatch.observe.access_log import AccessLog
+from agentwatch.observe.tracing import Tracing
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
 from agentwatch.spend.alerts import BudgetAlerts
@@ -45,6 +46,7 @@ class AppState:
     cache: ResponseCache = field(default_factory=ResponseCache)  # the exact response cache
     metrics: GatewayMetrics = field(default_factory=GatewayMetrics)
     access_log: AccessLog | None = None  # None: AGENTWATCH_ACCESS_LOG=off
+    tracing: Tracing | None = None  # None: no OTLP endpoint configured
 
     async def reload_catalog(self) -> None:
         """Rebuild the routing table, the DLP policies and the spend controls from the database

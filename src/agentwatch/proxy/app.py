@@ -29,6 +29,7 @@ from agentwatch.frontends.anthropic_messages import (
     handle_messages,
 )
 from agentwatch.frontends.openai_responses import handle_responses
+from agentwatch.observe import tracing
 from agentwatch.observe.access_log import request_fields
 from agentwatch.providers.base import (
     ChatStream,
@@ -79,6 +80,8 @@ class ProxyApp:
         call.tags = headers.tags
         call.end_user = headers.end_user
         state = self._state()
+        if state.tracing is not None:
+            call.trace = state.tracing.begin(call, scope["method"])
         try:
             await self._dispatch(state, call, scope, headers, receive, send)
         except GatewayError as error:
@@ -102,6 +105,8 @@ class ProxyApp:
                 state.recorder.record(event)
             if state.access_log is not None:
                 state.access_log.write(request_fields(call, event))
+            if call.trace is not None:
+                call.trace.finish(call)
             if call.spend is not None:
                 await settle_call(state, call, event)
             conversation = call.conversation_event()
@@ -138,8 +143,12 @@ class ProxyApp:
         payload = validation.parse_json_object(body)
         call.payload = payload
         call.model = validation.model_name(payload)
-        call.spend = await admit_call(state, call, path, payload)
-        inspect_request(state, call, path, payload)
+        with tracing.stage(call, "agentwatch.limits"):
+            call.spend = await admit_call(state, call, path, payload)
+        with tracing.stage(call, "agentwatch.dlp"):
+            inspect_request(state, call, path, payload)
+        if call.trace is not None:
+            call.trace.request_content(payload)
         if await cache_stage.answer_from_cache(state, call, path, payload, headers.cache, send):
             return
         await endpoint.handler(self, call, payload, receive, send)
@@ -165,9 +174,10 @@ class ProxyApp:
             raise ModelNotAllowed(f"this API key may not use the model '{call.model}'")
         upstream_started = time.perf_counter()
         try:
-            reply = await state.router.run(call, alias, state.catalog, attempt)
-            if reply.stream is not None:
-                await self.relay(call, reply.stream, receive, send, reply.translator)
+            with tracing.upstream(call):
+                reply = await state.router.run(call, alias, state.catalog, attempt)
+                if reply.stream is not None:
+                    await self.relay(call, reply.stream, receive, send, reply.translator)
         finally:
             call.upstream_seconds = time.perf_counter() - upstream_started
         if reply.stream is None:

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 
 from agentwatch.cache.response_cache import CacheTicket
 from agentwatch.cache.savings import hit_savings
@@ -19,6 +20,9 @@ from agentwatch.tenant_auth import Principal
 from agentwatch.token_text import StreamedText
 from agentwatch.tokens import TokenCounter
 from agentwatch.usage.recorder import ConversationEvent, UsageEvent
+
+if TYPE_CHECKING:
+    from agentwatch.observe.tracing import RequestTrace
 
 CLIENT_CLOSED_STATUS = 499  # nginx's code for "client closed the request"
 
@@ -50,6 +54,7 @@ class Call:
     dlp: Inspection | None = None  # set when the caller's DLP policy scans anything
     spend: Ticket | None = None  # what the limit stage took, settled when the call ends
     end_user: str | None = None  # the x-agentwatch-user header: per-user limits
+    trace: RequestTrace | None = None  # set when traces are exported
     cache: CacheTicket | None = None  # set when the response cache was consulted
 
     def response_headers(self) -> list[tuple[bytes, bytes]]:
