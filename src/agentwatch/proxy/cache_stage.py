@@ -64,6 +64,7 @@ async def answer_from_cache(
     if not decision.read:
         return False
     answer = await state.cache.get(ticket.key)
+    state.metrics.cache_event(principal.org_id, answer is not None)
     if answer is None:
         return False
     ticket.hit = True
