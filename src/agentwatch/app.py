@@ -33,6 +33,7 @@ from agentwatch.dlp.policy import DlpPolicy, load_policy_book
 from agentwatch.http_guard import HttpGuard
 from agentwatch.metrics import GatewayMetrics
 from agentwatch.observe.access_log import AccessLog
+from agentwatch.observe.bodies import load_body_logging, retention_forever
 from agentwatch.observe.tracing import Tracing
 from agentwatch.proxy.app import ProxyApp
 from agentwatch.proxy.asgi_io import Receive, Scope, Send
@@ -186,6 +187,7 @@ async def start_state(
         catalog = await load_catalog(session, Keyring.from_settings(settings), upstream)
         dlp = await load_policy_book(session, base_policy, scanner.detectors)
         controls = await load_control_book(session)
+        body_logging = await load_body_logging(session)
         cache = build_response_cache(settings)
         await cache.reload(session)
     recorder = UsageRecorder(
@@ -212,6 +214,7 @@ async def start_state(
         ),
         alerts=BudgetAlerts(sessions, Keyring.from_settings(settings), upstream.http),
         controls=controls,
+        body_logging=body_logging,
         tokens=tokens,
         cache=cache,
         metrics=metrics,
@@ -254,6 +257,7 @@ async def _lifespan(
         asyncio.create_task(RollupJob(state.sessions).run_forever(), name="usage-rollup")
     )
     background.append(asyncio.create_task(reconcile_forever(state), name="budget-reconcile"))
+    background.append(asyncio.create_task(retention_forever(state), name="request-log-retention"))
     background.append(asyncio.create_task(_refresh_gauges(state), name="metrics-gauges"))
     shared = _shared_circuits(settings)
     if shared is not None:

@@ -14,6 +14,7 @@ from agentwatch.dlp.engine import Scanner
 from agentwatch.dlp.policy import PolicyBook, load_policy_book
 from agentwatch.metrics import GatewayMetrics
 from agentwatch.observe.access_log import AccessLog
+from agentwatch.observe.bodies import BodyLogging, load_body_logging
 from agentwatch.observe.tracing import Tracing
 from agentwatch.routing.router import Router
 from agentwatch.settings import Settings
@@ -41,6 +42,7 @@ class AppState:
     spend: SpendGate
     alerts: BudgetAlerts
     controls: ControlBook = field(default_factory=ControlBook)
+    body_logging: dict[int, BodyLogging] = field(default_factory=dict)
     login_throttle: LoginThrottle = field(default_factory=LoginThrottle)
     tokens: TokenCounter = field(default_factory=TokenCounter)  # default: approximate counts
     cache: ResponseCache = field(default_factory=ResponseCache)  # the exact response cache
@@ -56,4 +58,5 @@ class AppState:
             self.catalog = await load_catalog(session, keyring, self.upstream)
             self.dlp = await load_policy_book(session, self.dlp.base, self.scanner.detectors)
             self.controls = await load_control_book(session)
+            self.body_logging = await load_body_logging(session)
             await self.cache.reload(session)

@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import APIRouter, HTTPException, Response
-from pydantic import BaseModel, BeforeValidator, Field, JsonValue
+from pydantic import BaseModel, BeforeValidator, Field, JsonValue, ValidationError
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,6 +39,7 @@ from agentwatch.db.models import (
     UsageRecord,
 )
 from agentwatch.dlp.policy import DlpPolicy
+from agentwatch.observe.bodies import BodyLogging
 from agentwatch.spend.specs import BudgetSpec, LimitsSpec
 
 router = APIRouter(prefix="/api/organizations", tags=["organizations"])
@@ -68,6 +69,12 @@ def _bounded_settings(value: object) -> object:
         raise ValueError("settings must be a JSON object") from exc
     if size > MAX_SETTINGS_BYTES:
         raise ValueError(f"settings must be at most {MAX_SETTINGS_BYTES} bytes of JSON")
+    if isinstance(value, dict) and {"log_bodies", "log_retention_days"} & value.keys():
+        try:
+            BodyLogging.model_validate(value)
+        except ValidationError as exc:
+            problems = "; ".join(f"{e['loc'][0]}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"settings: {problems}") from None
     return value
 
 

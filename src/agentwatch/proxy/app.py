@@ -31,6 +31,7 @@ from agentwatch.frontends.anthropic_messages import (
 from agentwatch.frontends.openai_responses import handle_responses
 from agentwatch.observe import tracing
 from agentwatch.observe.access_log import request_fields
+from agentwatch.observe.bodies import answer_text
 from agentwatch.providers.base import (
     ChatStream,
     JSONObject,
@@ -144,7 +145,8 @@ class ProxyApp:
         call.payload = payload
         call.model = validation.model_name(payload)
         with tracing.stage(call, "agentwatch.limits"):
-            call.spend = await admit_call(state, call, path, payload)
+            call.log_bodies = principal.org_id in state.body_logging
+        call.spend = await admit_call(state, call, path, payload)
         with tracing.stage(call, "agentwatch.dlp"):
             inspect_request(state, call, path, payload)
         if call.trace is not None:
@@ -241,6 +243,8 @@ class ProxyApp:
     async def answer(self, call: Call, body: bytes, usage: Usage | None, send: Send) -> None:
         call.usage = usage
         body = inspect_response(call, body)
+        if call.log_bodies:
+            call.answer_text = answer_text(body)
         call.mark_first_byte()
         await cache_stage.remember_answer(self._state(), call, body)  # before the client sees it
         await send_json(send, 200, body, call.request_id, call.response_headers())

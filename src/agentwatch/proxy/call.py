@@ -14,6 +14,7 @@ from agentwatch.cache.savings import hit_savings
 from agentwatch.catalog import Catalog, Route
 from agentwatch.dlp.inspect import Inspection
 from agentwatch.errors import GatewayError
+from agentwatch.observe.bodies import logged_messages, redacted
 from agentwatch.providers.base import JSONObject, Usage
 from agentwatch.spend.gate import Ticket, rate_headers
 from agentwatch.tenant_auth import Principal
@@ -54,6 +55,8 @@ class Call:
     dlp: Inspection | None = None  # set when the caller's DLP policy scans anything
     spend: Ticket | None = None  # what the limit stage took, settled when the call ends
     end_user: str | None = None  # the x-agentwatch-user header: per-user limits
+    log_bodies: bool = False  # the organisation keeps request and answer text
+    answer_text: str | None = None  # a whole answer's text, kept when log_bodies
     trace: RequestTrace | None = None  # set when traces are exported
     cache: CacheTicket | None = None  # set when the response cache was consulted
 
@@ -137,11 +140,19 @@ class Call:
         )
 
     def conversation_event(self) -> ConversationEvent | None:
-        """The call's `conversations` row, when DLP found anything in it."""
+        """The call's `conversations` row: when DLP found anything in it, and for every call
+        of an organisation that logs bodies (then with its text, but never a blocked call's)."""
         inspection = self.dlp
-        if self.principal is None or inspection is None or not inspection.events:
-            return None
         principal = self.principal
+        found = inspection is not None and bool(inspection.events)
+        if principal is None or not (found or self.log_bodies):
+            return None
+        messages: list[dict[str, object]] = []
+        if self.log_bodies and self.error_type != "dlp_blocked":
+            answer = self.answer_text
+            if answer is None and self.stream:
+                answer = redacted("".join(self.streamed.texts()), inspection)
+            messages = logged_messages(self.endpoint, self.payload, answer)
         return ConversationEvent(
             request_id=self.request_id,
             created_at=self.created_at,
@@ -152,7 +163,8 @@ class Call:
             model=self.model,
             endpoint=self.endpoint,
             status=self.status,
-            dlp_action=inspection.strongest_action,
-            dlp_events=[event.as_json() for event in inspection.events],
-            risk_score=inspection.risk_score,
+            dlp_action=inspection.strongest_action if inspection is not None else None,
+            dlp_events=[e.as_json() for e in inspection.events] if inspection is not None else [],
+            risk_score=inspection.risk_score if inspection is not None else 0.0,
+            messages=messages,
         )

@@ -90,11 +90,11 @@ class ConversationEvent:
     dlp_action: str | None
     dlp_events: list[dict[str, object]]
     risk_score: float
+    # Request and answer text, only for organisations that log bodies (after DLP redaction).
+    messages: list[dict[str, object]] = dataclasses.field(default_factory=list)
 
     def as_row(self) -> dict[str, object]:
-        row = dataclasses.asdict(self)
-        row["messages"] = []
-        return row
+        return dataclasses.asdict(self)
 
 
 _FIELDS = tuple(field.name for field in dataclasses.fields(UsageEvent))
@@ -444,7 +444,6 @@ def _decode(
             row = orjson.loads(line)
             row["created_at"] = datetime.fromisoformat(row["created_at"])
             if row.pop(_CONVERSATION_MARK, False):
-                row.pop("messages", None)
                 conversations.append(ConversationEvent(**row))
             else:
                 usage.append(UsageEvent(**row))
