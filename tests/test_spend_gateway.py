@@ -5,6 +5,7 @@ flight can; every refusal is a 429 in OpenAI's shape; the ledger equals what was
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import json
@@ -389,3 +390,25 @@ def test_budget_alerts_fire_once_per_threshold_signed(gateway: Gateway) -> None:
             headers=headers,
         )
         sink.stop()
+
+
+def test_budget_remaining_is_exported(gateway: Gateway) -> None:
+    client = openai.OpenAI(
+        base_url=f"{gateway.url}/v1", api_key=key_of(gateway, "budgeted"), max_retries=0
+    )
+    with contextlib.suppress(openai.RateLimitError):
+        client.chat.completions.create(
+            model="chat", messages=[{"role": "user", "content": "hi"}], max_tokens=7
+        )
+    deadline = time.monotonic() + 10
+    gauge = ""
+    while time.monotonic() < deadline and not gauge:
+        text = httpx.get(f"{gateway.url}/metrics").text
+        gauge = next(
+            (line for line in text.splitlines()
+             if line.startswith("agentwatch_budget_remaining_usd{") and 'scope="tenant"' in line),
+            "",
+        )  # fmt: skip
+        time.sleep(0.05)
+    assert gauge, "no budget_remaining sample"
+    assert float(gauge.rsplit(" ", 1)[1]) <= BUDGET_USD

@@ -212,7 +212,9 @@ async def start_state(
         spend=SpendGate(
             build_limit_store(settings, sessions, metrics.registry), tokens.count_prompt_tokens
         ),
-        alerts=BudgetAlerts(sessions, Keyring.from_settings(settings), upstream.http),
+        alerts=BudgetAlerts(
+            sessions, Keyring.from_settings(settings), upstream.http, metrics.budget_spent
+        ),
         controls=controls,
         body_logging=body_logging,
         tokens=tokens,

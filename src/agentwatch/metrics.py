@@ -139,6 +139,14 @@ class GatewayMetrics:
             multiprocess_mode="livesum",
             registry=r,
         )
+        self.budget_remaining = Gauge(
+            "agentwatch_budget_remaining_usd",
+            "A budget's amount minus its spend this period (negative when overshot), as of the "
+            "last settled call",
+            ["scope", "scope_id", "period"],
+            multiprocess_mode="livemin",
+            registry=r,
+        )
         self._series: dict[SeriesKey, _CallSeries] = {}
         self._dlp_children: dict[tuple[str, str], Counter] = {}
         self._refusal_children: dict[str, Counter] = {}
@@ -189,6 +197,11 @@ class GatewayMetrics:
                 self._dlp(finding.detector, finding.action).inc()
         if call.status == 429:
             self._refusal(call.error_type or "").inc()
+
+    def budget_spent(self, scope: str, entity: int, period: str, remaining_usd: float) -> None:
+        """The budget alerts call this with each budget's spend after a settled call."""
+        if self.enabled:
+            self.budget_remaining.labels(scope, str(entity), period).set(remaining_usd)
 
     def cache_event(self, org: int, hit: bool) -> None:
         """The response cache calls this on every lookup."""

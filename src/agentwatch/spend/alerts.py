@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import orjson
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
@@ -46,11 +46,17 @@ def sign(secret: str, timestamp: str, body: bytes) -> str:
 
 class BudgetAlerts:
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], keys: Keys, http: HttpClient
+        self,
+        sessions: async_sessionmaker[AsyncSession],
+        keys: Keys,
+        http: HttpClient,
+        on_spent: Callable[[str, int, str, float], None] | None = None,
     ) -> None:
+        """`on_spent(scope, id, period, remaining_usd)`: told each budget's standing (metrics)."""
         self._sessions = sessions
         self._keys = keys
         self._http = http
+        self._on_spent = on_spent
         self._sent: set[tuple[str, str]] = set()  # (budget key, threshold) done here
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -63,8 +69,9 @@ class BudgetAlerts:
     ) -> None:
         """Check in the background: never on the answer's path."""
         pending = [h for h in holds if any((h.key, t) not in self._sent for t, _ in thresholds(h))]
-        if not pending:
+        if not pending and self._on_spent is None:
             return
+        pending = list(holds) if self._on_spent is not None else pending
         task = asyncio.create_task(self._check(store, org_id, pending, webhook))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -90,6 +97,8 @@ class BudgetAlerts:
             if spent is None:
                 continue
             limit = hold.spec.limit_nanousd
+            if self._on_spent is not None:
+                self._on_spent(hold.scope, hold.entity, hold.spec.period, (limit - spent) / 1e9)
             for name, share in thresholds(hold):
                 if spent < share * limit or (hold.key, name) in self._sent:
                     continue
