@@ -29,6 +29,8 @@ def config(upstream: str) -> str:
         f"  - name: scripted\n    type: openai_compatible\n    base_url: {upstream}\n"
         "models:\n"
         f"  - name: cached\n{PRICE}    routes:\n      - provider: scripted\n        model: up\n"
+        "  - name: always-cached\n    cache: {enabled: true, ttl_seconds: 60}\n"
+        "    routes:\n      - provider: scripted\n        model: up\n"
         "tenants:\n  - name: ci\n    api_keys: [${CI_TENANT_KEY}]\n"
     )
 
@@ -223,3 +225,29 @@ def test_the_redis_store_holds_entries_under_the_prefix(gateway: Gateway) -> Non
         assert any(0 < ttl <= 300 for ttl in ttls) and -1 not in ttls
     finally:
         connection.close()
+
+
+def test_an_alias_can_turn_the_cache_on_by_itself(gateway: Gateway, upstream: FakeScripted) -> None:
+    prompt, before = unique("alias"), len(upstream.requests)
+    messages = [{"role": "user", "content": prompt}]
+    plain = client(gateway).chat.completions.with_raw_response
+    first = plain.create(model="always-cached", messages=messages)  # type: ignore[arg-type]
+    second = plain.create(model="always-cached", messages=messages)  # type: ignore[arg-type]
+    assert (first.headers["x-agentwatch-cache"], second.headers["x-agentwatch-cache"]) == (
+        "miss",
+        "hit",
+    )
+    assert len(upstream.requests) == before + 1
+    # The request's header still wins over the alias.
+    off = client(gateway, **{"x-agentwatch-cache": "off"}).chat.completions.with_raw_response
+    assert (
+        "x-agentwatch-cache"
+        not in off.create(
+            model="always-cached",
+            messages=messages,  # type: ignore[arg-type]
+        ).headers
+    )
+    models = admin(gateway, "GET", "/api/models", params={"search": "always"}).json()["data"]
+    assert [m["cache"] for m in models if m["name"] == "always-cached"] == [
+        {"enabled": True, "ttl_seconds": 60}
+    ]

@@ -55,6 +55,8 @@ class Alias:
     strategy: str = DEFAULT_STRATEGY
     retries: int = DEFAULT_RETRIES
     circuit: CircuitSettings = field(default_factory=CircuitSettings)
+    # The alias's own response-cache setting, (enabled, ttl seconds); None: the org's applies.
+    cache: tuple[bool, int] | None = None
 
 
 @dataclass(slots=True)
@@ -199,7 +201,15 @@ def _alias(model: Model, routes: tuple[Route, ...]) -> Alias:
             cooldown_s=float(circuit.get("cooldown_s", defaults.cooldown_s)),
             half_open_probes=int(circuit.get("half_open_probes", defaults.half_open_probes)),
         ),
+        cache=_alias_cache(routing.get("cache")),
     )
+
+
+def _alias_cache(raw: object) -> tuple[bool, int] | None:
+    if not isinstance(raw, dict):
+        return None
+    ttl = raw.get("ttl_seconds")
+    return bool(raw.get("enabled", True)), int(ttl) if isinstance(ttl, int) and ttl > 0 else 300
 
 
 def _route(

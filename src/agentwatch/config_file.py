@@ -83,6 +83,13 @@ class CircuitSpec(_Strict):
     half_open_probes: int = Field(default=1, ge=1)
 
 
+class AliasCacheSpec(_Strict):
+    """The response cache for one alias: on (or off) whatever its organisation says."""
+
+    enabled: bool = True
+    ttl_seconds: int = Field(default=300, ge=1, le=7 * 24 * 3600)
+
+
 class ModelSpec(PriceSpec):
     name: str = Field(min_length=1, max_length=200)
     routes: list[RouteSpec] = Field(min_length=1)
@@ -90,6 +97,7 @@ class ModelSpec(PriceSpec):
     strategy: StrategyName = "weighted"
     retries: int = Field(default=2, ge=0, le=10)
     circuit: CircuitSpec = Field(default_factory=CircuitSpec)
+    cache: AliasCacheSpec | None = None  # None: the organisation's setting applies
 
 
 class TeamSpec(_Strict):
@@ -313,11 +321,14 @@ def route_entries(spec: ModelSpec) -> list[dict[str, Any]]:
 
 def routing_settings(spec: ModelSpec) -> dict[str, Any]:
     """How the routes are used, as stored in `Model.routing`."""
-    return {
+    settings: dict[str, Any] = {
         "strategy": spec.strategy,
         "retries": spec.retries,
         "circuit": spec.circuit.model_dump(),
     }
+    if spec.cache is not None:
+        settings["cache"] = spec.cache.model_dump()
+    return settings
 
 
 def _route_dict(route: RouteSpec, model: ModelSpec) -> dict[str, Any]:

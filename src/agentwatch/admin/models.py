@@ -23,6 +23,7 @@ from agentwatch.admin.fields import MAX_INT32, Cursor, IdPath, Limit, Search, St
 from agentwatch.admin.pages import Page, fetch_page
 from agentwatch.catalog import DEFAULT_RETRIES
 from agentwatch.config_file import (
+    AliasCacheSpec,
     CircuitSpec,
     ModelSpec,
     RouteSpec,
@@ -101,6 +102,7 @@ class ModelUpdate(_Bounded, Strict):
     strategy: StrategyName | None = None
     retries: int | None = Field(default=None, ge=0, le=10)
     circuit: CircuitSpec | None = None
+    cache: AliasCacheSpec | None = None  # null: the organisation's cache setting applies
     input_cost_per_mtok: float | None = Field(default=None, ge=0)
     output_cost_per_mtok: float | None = Field(default=None, ge=0)
     cached_input_cost_per_mtok: float | None = Field(default=None, ge=0)
@@ -117,6 +119,7 @@ class ModelOut(BaseModel):
     strategy: str
     retries: int
     circuit: CircuitSpec
+    cache: AliasCacheSpec | None
     input_cost_per_mtok: float | None
     output_cost_per_mtok: float | None
     cached_input_cost_per_mtok: float | None
@@ -249,6 +252,7 @@ def _fields(model: Model) -> dict[str, Any]:
         "strategy": routing.get("strategy", DEFAULT_STRATEGY),
         "retries": routing.get("retries", DEFAULT_RETRIES),
         "circuit": circuit if isinstance(circuit, dict) else {},
+        "cache": routing.get("cache") if isinstance(routing.get("cache"), dict) else None,
         **alias_price,
         "context_window": model.context_window,
         "is_active": model.is_active,

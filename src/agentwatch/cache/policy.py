@@ -80,9 +80,16 @@ class CacheDecision:
     write: bool  # store the answer
 
 
-def decide(org: OrgCacheSettings | None, asked: CacheRequest | None) -> CacheDecision | None:
-    """None: the cache is not used for this call (off for the organisation and not asked
-    for, turned off by the header, or `no-store`)."""
+def decide(
+    org: OrgCacheSettings | None,
+    asked: CacheRequest | None,
+    alias: tuple[bool, int] | None = None,
+) -> CacheDecision | None:
+    """None: the cache is not used for this call (off for the alias, or for the organisation
+    when the alias says nothing, and not asked for; turned off by the header; `no-store`).
+    An alias's own setting wins over its organisation's; the request's headers over both."""
+    if alias is not None:
+        org = OrgCacheSettings(enabled=alias[0], ttl_seconds=alias[1])
     if asked is None:
         if org is None or not org.enabled:
             return None

@@ -23,8 +23,10 @@ class ResponseCache:
     async def reload(self, session: AsyncSession) -> None:
         self.orgs = await load_org_cache_settings(session)
 
-    def decide(self, org_id: int, asked: CacheRequest | None) -> CacheDecision | None:
-        return decide(self.orgs.get(org_id), asked)
+    def decide(
+        self, org_id: int, asked: CacheRequest | None, alias: tuple[bool, int] | None = None
+    ) -> CacheDecision | None:
+        return decide(self.orgs.get(org_id), asked, alias)
 
     async def get(self, key: str) -> CachedAnswer | None:
         value = await self.store.get(key)

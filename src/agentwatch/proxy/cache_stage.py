@@ -48,11 +48,12 @@ async def answer_from_cache(
     principal = call.principal
     if check is None or principal is None:
         return False
-    decision = state.cache.decide(principal.org_id, asked)
+    alias = state.catalog.alias(principal.org_id, call.model)
+    decision = state.cache.decide(principal.org_id, asked, alias.cache if alias else None)
     if decision is None:
         return False
     # A hit passes the checks a routed call does: the alias exists, the key may use it.
-    if state.catalog.alias(principal.org_id, call.model) is None:
+    if alias is None:
         return False
     if not principal.may_use(call.model):
         return False
