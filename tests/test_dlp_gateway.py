@@ -23,7 +23,7 @@ import pytest
 
 from tests.conftest import BACKENDS
 from tests.fake_scripted import FakeScripted
-from tests.support import Gateway, database, new_key
+from tests.support import Gateway, gateway_on, new_key
 
 EMAIL = "jane.doe@example.com"
 OTHER_EMAIL = "raj.patel@example.org"
@@ -89,19 +89,10 @@ def gateway(
 ) -> Iterator[Gateway]:
     workdir: Path = tmp_path_factory.mktemp(f"gw-dlp-{request.param}")
     key = new_key()
-    with database(request.param, workdir) as url:
-        gateway = Gateway(
-            workdir=workdir,
-            database_url=url,
-            config=config(upstream.base_url, key),
-            env={"AGENTWATCH_USAGE_FLUSH_SECONDS": "0.05"},
-            tenant_key=key,
-        )
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    env = {"AGENTWATCH_USAGE_FLUSH_SECONDS": "0.05"}
+    with gateway_on(request.param, workdir, config(upstream.base_url, key), env) as gateway:
+        gateway.tenant_key = key
+        yield gateway
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ from agentwatch.db.models import Conversation
 from agentwatch.observe.bodies import BodyLogging, delete_expired
 from agentwatch.settings import normalise_database_url
 from tests.fake_scripted import FakeScripted
-from tests.support import Gateway, database, new_key
+from tests.support import Gateway, gateway_on, new_key
 
 EMAIL = "jane.doe@example.com"
 
@@ -54,19 +54,10 @@ def upstream() -> Iterator[FakeScripted]:
 def gateway(upstream: FakeScripted, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gateway]:
     workdir: Path = tmp_path_factory.mktemp("gw-bodies")
     key = new_key()
-    with database("sqlite", workdir) as url:
-        gateway = Gateway(
-            workdir=workdir,
-            database_url=url,
-            config=config(upstream.base_url, key),
-            env={"AGENTWATCH_USAGE_FLUSH_SECONDS": "0.05"},
-            tenant_key=key,
-        )
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+    env = {"AGENTWATCH_USAGE_FLUSH_SECONDS": "0.05"}
+    with gateway_on("sqlite", workdir, config(upstream.base_url, key), env) as gateway:
+        gateway.tenant_key = key
+        yield gateway
 
 
 def admin(gateway: Gateway, method: str, path: str, **kwargs: Any) -> httpx.Response:

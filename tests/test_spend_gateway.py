@@ -23,7 +23,7 @@ from aiohttp import web
 from tests.conftest import BACKENDS
 from tests.fake_scripted import COMPLETION_TOKENS, PROMPT_TOKENS, FakeScripted
 from tests.fake_server import ThreadedServer
-from tests.support import Gateway, database, new_key
+from tests.support import Gateway, database, gateway_on, new_key
 
 INPUT_PER_MTOK = 1000.0  # USD: a call of 9 + 7 tokens costs 0.009 + 0.014 USD
 OUTPUT_PER_MTOK = 2000.0
@@ -86,19 +86,10 @@ def gateway(
 ) -> Iterator[Gateway]:
     workdir: Path = tmp_path_factory.mktemp(f"gw-spend-{request.param}")
     keys = {name: new_key() for name in TENANTS}
-    with database(request.param, workdir) as url:
-        gateway = Gateway(
-            workdir=workdir,
-            database_url=url,
-            config=config(upstream.base_url, keys),
-            env={"AGENTWATCH_USAGE_FLUSH_SECONDS": "0.05"},
-        )
+    env = {"AGENTWATCH_USAGE_FLUSH_SECONDS": "0.05"}
+    with gateway_on(request.param, workdir, config(upstream.base_url, keys), env) as gateway:
         gateway.keys = keys  # type: ignore[attr-defined]
-        gateway.start()
-        try:
-            yield gateway
-        finally:
-            gateway.stop()
+        yield gateway
 
 
 @pytest.fixture(autouse=True)

@@ -147,3 +147,23 @@ class UpstreamRejected(UpstreamError):
     type = "invalid_request_error"
     code = "upstream_rejected"
     retryable = False
+
+
+# Refusals of the limit stage (agentwatch.spend): a rate or concurrency limit, a budget, or
+# a shared limit store that cannot be reached under the closed failure policy.
+class RateLimited(GatewayError):
+    status = 429
+    type = "rate_limit_error"
+    code = "rate_limit_exceeded"
+
+
+class BudgetExceeded(GatewayError):
+    status = 429
+    type = "insufficient_quota"
+    code = "budget_exceeded"
+
+
+class LimitsUnavailable(GatewayError):
+    status = 503
+    type = "service_unavailable"
+    code = "limits_unavailable"

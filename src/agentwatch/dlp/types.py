@@ -9,7 +9,6 @@ from enum import IntEnum, StrEnum
 from typing import Literal, NamedTuple
 
 Action = Literal["block", "redact", "log", "off"]
-ACTIONS: tuple[Action, ...] = ("block", "redact", "log", "off")
 Validator = Callable[[str], bool]
 
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -47,13 +46,6 @@ async def load_body_logging(session: AsyncSession) -> dict[int, BodyLogging]:
         except ValidationError as exc:
             log.warning("organisation %s: invalid body-logging settings: %s", org_id, exc)
     return found
-
-
-@dataclass(slots=True)
-class AnswerText:
-    """The answer's text as the client got it, kept for the request log."""
-
-    parts: list[str]
 
 
 def logged_messages(

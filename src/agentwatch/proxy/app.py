@@ -140,7 +140,6 @@ class ProxyApp:
         principal = await self._authenticate(state, headers)
         call.principal = principal
         body = await read_body(receive, state.settings.max_body_bytes, headers.content_length)
-        call.body_bytes = len(body)
         payload = validation.parse_json_object(body)
         call.payload = payload
         call.model = validation.model_name(payload)

@@ -45,7 +45,6 @@ class Call:
     upstream_seconds: float = 0.0  # waiting on upstreams: routing and attempts, stream relay
     attempts: int = 0  # upstream attempts, retries and failovers included
     failovers: int = 0  # routes given up on before the one that answered
-    body_bytes: int = 0
     # Client headers a native adapter forwards upstream (Anthropic's beta flags).
     forward_headers: dict[str, str] = field(default_factory=dict)
     tags: frozenset[str] = frozenset()  # only routes carrying all of them may serve the call

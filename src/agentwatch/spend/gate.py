@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from agentwatch.catalog import Catalog
-from agentwatch.errors import GatewayError
+from agentwatch.errors import BudgetExceeded, GatewayError, LimitsUnavailable, RateLimited
 from agentwatch.limits.types import (
     Admission,
     BudgetCharge,
@@ -39,24 +39,6 @@ log = logging.getLogger(__name__)
 
 CountPrompt = Callable[[str, dict[str, Any], str], int]
 UNLIMITED_NANOUSD = 2**62
-
-
-class RateLimited(GatewayError):
-    status = 429
-    type = "rate_limit_error"
-    code = "rate_limit_exceeded"
-
-
-class BudgetExceeded(GatewayError):
-    status = 429
-    type = "insufficient_quota"
-    code = "budget_exceeded"
-
-
-class LimitsUnavailable(GatewayError):
-    status = 503
-    type = "service_unavailable"
-    code = "limits_unavailable"
 
 
 @dataclass(frozen=True, slots=True)

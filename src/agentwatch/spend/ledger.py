@@ -8,9 +8,9 @@ import logging
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from agentwatch.errors import LimitsUnavailable
 from agentwatch.limits.types import LoadSpent
 from agentwatch.spend.book import parse_budget_key
-from agentwatch.spend.gate import LimitsUnavailable
 from agentwatch.usage.reconcile import ledger_spent
 
 log = logging.getLogger(__name__)
